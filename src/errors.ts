@@ -133,9 +133,10 @@ export function errorFromData(data: {
   message?: string;
   details?: Record<string, unknown>;
 }): DakgharError {
-  const code = (data.code && data.code in errorStatus
-    ? data.code
-    : "internal") as ErrorCode;
+  const code =
+    (data.code && data.code in errorStatus
+      ? data.code
+      : "internal") as ErrorCode;
   return new DakgharError(code, data.message ?? "Unknown error", data.details);
 }
 

@@ -10,7 +10,7 @@ test("createLogger() drops lines below the minimum level", () => {
   log.debug("hidden");
   log.info("shown", { partition: 3 });
   assert.is(lines.length, 1);
-  assert.match(lines[0], /INFO  shown partition=3$/);
+  assert.match(lines[0], /INFO {2}shown partition=3$/);
 });
 
 test("scope() prefixes the scope name and keeps its fields", () => {
@@ -18,7 +18,10 @@ test("scope() prefixes the scope name and keeps its fields", () => {
   const log = createLogger(textSink((line) => lines.push(line)), "trace")
     .scope("segment", { topic: "orders" });
   log.warn("torn batch", { position: 4096, path: "a b" });
-  assert.match(lines[0], /WARN  segment torn batch topic=orders position=4096 path="a b"/);
+  assert.match(
+    lines[0],
+    /WARN {2}segment torn batch topic=orders position=4096 path="a b"/,
+  );
 });
 
 test("parseLogLevel() rejects unknown levels", () => {
