@@ -1,0 +1,361 @@
+/**
+ * The Hono front end: HTTP routes over the `Broker` interface. Records are
+ * turned from JSON into batches (and back) here, once; everything behind
+ * the broker sees bytes. Routes are documented in docs/protocol.md.
+ */
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { bearerAuth } from "hono/bearer-auth";
+import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
+import { validator } from "hono/validator";
+import type { Broker, TopicConfig } from "../broker.ts";
+import { DakgharError } from "../errors.ts";
+import {
+  decodeBatches,
+  encodeBatch,
+  sliceBatches,
+} from "../log/record_batch.ts";
+import type { Logger } from "../logger.ts";
+import type { UpgradeWebSocket } from "../runtime/types.ts";
+import { createErrorHandler, notFound } from "./errors.ts";
+import {
+  parseKeyEncoding,
+  parseProducerBody,
+  parseValueEncoding,
+  type ReadEncoding,
+  toConsumerRecords,
+} from "./json_records.ts";
+import { createWebSocketRoute, type WebSocketOptions } from "./websocket.ts";
+
+/** Media type of pre-framed record batches, in requests and responses. */
+export const BATCH_MEDIA_TYPE = "application/vnd.dakghar.batch";
+
+/** Options for {@linkcode createApp}. */
+export interface AppOptions {
+  log: Logger;
+  /** When set, every route but `/health` needs `Authorization: Bearer <token>`. */
+  token?: string;
+  /** Largest request body accepted, in bytes (default 64 MiB). */
+  maxBodyBytes?: number;
+  /** Origins allowed by CORS (default "*"). */
+  corsOrigin?: string | string[];
+  /** Longest long-poll a read may ask for (default 30 s). */
+  maxWaitMsMax?: number;
+  /** Most bytes one read fetches from a partition (default 1 MiB). */
+  readBytesMax?: number;
+  /** The runtime's WebSocket helper; without it `/ws` is not served. */
+  webSocketFor?: (app: Hono) => UpgradeWebSocket;
+  /** Tuning for WebSocket sessions. */
+  webSocket?: Partial<WebSocketOptions>;
+}
+
+const MiB = 1024 * 1024;
+
+/**
+ * Creates the Hono app serving `broker`.
+ *
+ * @param broker what the routes call
+ * @param options logging, auth, limits and the WebSocket helper
+ * @returns the app, ready for `runtime.serve`
+ */
+export function createApp(broker: Broker, options: AppOptions): Hono {
+  const log = options.log.scope("http");
+  const maxBodyBytes = options.maxBodyBytes ?? 64 * MiB;
+  const maxWaitMsMax = options.maxWaitMsMax ?? 30_000;
+  const readBytesMax = options.readBytesMax ?? MiB;
+  const app = new Hono();
+  // The helper must exist before routes are added (see Runtime.webSocketFor).
+  const upgradeWebSocket = options.webSocketFor?.(app);
+
+  app.onError(createErrorHandler(log));
+  app.notFound(notFound);
+  app.use(
+    "*",
+    cors({
+      origin: options.corsOrigin ?? "*",
+      allowHeaders: ["Authorization", "Content-Type", "Accept"],
+      exposeHeaders: [
+        "X-Dakghar-Next-Offset",
+        "X-Dakghar-High-Watermark",
+        "X-Dakghar-Log-Start-Offset",
+      ],
+    }),
+  );
+  if (options.token !== undefined) {
+    app.use("*", authorize(options.token));
+  }
+  const limitBody = bodyLimit({
+    maxSize: maxBodyBytes,
+    onError: () => {
+      throw new DakgharError(
+        "body_too_large",
+        `Request body too large: the limit is ${maxBodyBytes} bytes`,
+        { maxBytes: maxBodyBytes },
+      );
+    },
+  });
+
+  app.get("/health", (c) => c.json({ status: "ok" }));
+
+  app.get("/topics", (c) => c.json({ topics: broker.listTopics() }));
+
+  app.post(
+    "/topics",
+    limitBody,
+    validator("json", (body) => parseCreateTopic(body)),
+    async (c) => {
+      const { name, config } = c.req.valid("json");
+      return c.json(await broker.createTopic(name, config), 201);
+    },
+  );
+
+  app.get(
+    "/topics/:topic",
+    async (c) => c.json(await broker.describeTopic(c.req.param("topic"))),
+  );
+
+  app.delete("/topics/:topic", async (c) => {
+    await broker.deleteTopic(c.req.param("topic"));
+    return c.body(null, 204);
+  });
+
+  app.post("/topics/:topic/records", limitBody, async (c) => {
+    const topic = c.req.param("topic");
+    const mediaType = (c.req.header("Content-Type") ?? "").split(";")[0]
+      .trim().toLowerCase();
+    if (mediaType === "application/json") {
+      const body = await readJson(c);
+      const records = parseProducerBody(body, {
+        keyEncoding: parseKeyEncoding(
+          c.req.query("keyEncoding"),
+          "keyEncoding",
+        ),
+        valueEncoding: parseValueEncoding(
+          c.req.query("valueEncoding"),
+          "valueEncoding",
+        ),
+      }, Date.now());
+      return c.json({ offsets: await broker.publishRecords(topic, records) });
+    }
+    if (
+      mediaType === BATCH_MEDIA_TYPE || mediaType === "application/octet-stream"
+    ) {
+      const bytes = new Uint8Array(await c.req.arrayBuffer());
+      const partition = optionalInteger(
+        c.req.query("partition"),
+        "partition",
+        0,
+      );
+      const keyText = c.req.query("key");
+      const key = keyText === undefined
+        ? null
+        : new TextEncoder().encode(keyText);
+      const batch = mediaType === BATCH_MEDIA_TYPE ? bytes : encodeBatch([
+        { key, value: bytes, headers: [], timestamp: Date.now() },
+      ]);
+      const result = await broker.publish(topic, batch, { partition, key });
+      return c.json({
+        offsets: [{ partition: result.partition, offset: result.baseOffset }],
+        lastOffset: result.lastOffset,
+      });
+    }
+    throw new DakgharError(
+      "bad_request",
+      `Unsupported content type: ${mediaType || "(none)"}`,
+      {
+        supported: [
+          "application/json",
+          BATCH_MEDIA_TYPE,
+          "application/octet-stream",
+        ],
+      },
+    );
+  });
+
+  app.get(
+    "/topics/:topic/partitions/:partition/records",
+    validator("query", (query) => parseReadQuery(query, maxWaitMsMax)),
+    async (c) => {
+      const topic = c.req.param("topic");
+      const partition = requiredInteger(
+        c.req.param("partition"),
+        "partition",
+        0,
+      );
+      const query = c.req.valid("query");
+      const offset = query.offset ??
+        await broker.offsetForTime(topic, partition, 0);
+      const result = await broker.read(topic, partition, offset, {
+        maxBytes: readBytesMax,
+        maxWaitMs: query.maxWaitMs,
+        signal: c.req.raw.signal,
+      });
+      const slice = sliceBatches(result.bytes, offset, query.maxRecords);
+      const positions = {
+        nextOffset: slice.nextOffset,
+        highWatermark: result.highWatermark,
+        logStartOffset: result.logStartOffset,
+      };
+      if ((c.req.header("Accept") ?? "").includes(BATCH_MEDIA_TYPE)) {
+        c.header("Content-Type", BATCH_MEDIA_TYPE);
+        c.header("X-Dakghar-Next-Offset", String(positions.nextOffset));
+        c.header("X-Dakghar-High-Watermark", String(positions.highWatermark));
+        c.header(
+          "X-Dakghar-Log-Start-Offset",
+          String(positions.logStartOffset),
+        );
+        return c.body(slice.bytes.slice());
+      }
+      const records = toConsumerRecords(
+        decodeBatches(slice.bytes),
+        query.encoding,
+      );
+      return c.json({ records, ...positions });
+    },
+  );
+
+  app.get(
+    "/groups",
+    async (c) => c.json({ groups: await broker.listGroups() }),
+  );
+
+  app.get(
+    "/groups/:group",
+    async (c) => c.json(await broker.describeGroup(c.req.param("group"))),
+  );
+
+  if (upgradeWebSocket) {
+    app.get(
+      "/ws",
+      createWebSocketRoute(broker, upgradeWebSocket, {
+        log,
+        readBytesMax,
+        ...options.webSocket,
+      }),
+    );
+  }
+  return app;
+}
+
+/**
+ * Bearer auth for every route but `/health`. Browsers cannot set headers on
+ * a WebSocket, so `/ws` also takes the token as `?token=`.
+ */
+function authorize(token: string) {
+  const checkHeader = bearerAuth({ token });
+  return async (c: Context, next: () => Promise<void>) => {
+    if (c.req.path === "/health") return await next();
+    if (c.req.path === "/ws" && c.req.query("token") !== undefined) {
+      if (!(await sameToken(c.req.query("token")!, token))) {
+        throw new DakgharError("unauthorized", "Invalid token");
+      }
+      return await next();
+    }
+    return await checkHeader(c, next);
+  };
+}
+
+async function sameToken(given: string, expected: string): Promise<boolean> {
+  // Compare digests so that the time taken says nothing about the token.
+  const digest = async (text: string) =>
+    new Uint8Array(
+      await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)),
+    );
+  const [a, b] = await Promise.all([digest(given), digest(expected)]);
+  let difference = 0;
+  for (let i = 0; i < a.length; i++) difference |= a[i] ^ b[i];
+  return difference === 0;
+}
+
+async function readJson(c: Context): Promise<unknown> {
+  const text = await c.req.text();
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new DakgharError(
+      "malformed_body",
+      `body: invalid JSON: ${(error as Error).message}`,
+      { field: "body" },
+    );
+  }
+}
+
+function parseCreateTopic(
+  body: unknown,
+): { name: string; config: Partial<TopicConfig> } {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw new DakgharError("malformed_body", "body: expected an object", {
+      field: "body",
+    });
+  }
+  const { name, ...config } = body as Record<string, unknown>;
+  if (typeof name !== "string") {
+    throw new DakgharError("malformed_body", "name: expected a string", {
+      field: "name",
+    });
+  }
+  // The router checks each setting and answers invalid_config.
+  return { name, config: config as Partial<TopicConfig> };
+}
+
+interface ReadQuery {
+  offset: number | undefined;
+  maxRecords: number;
+  maxWaitMs: number;
+  encoding: ReadEncoding;
+}
+
+function parseReadQuery(
+  query: Record<string, string | string[]>,
+  maxWaitMsMax: number,
+): ReadQuery {
+  const single = (name: string) => {
+    const value = query[name];
+    return Array.isArray(value) ? value[value.length - 1] : value;
+  };
+  const encoding = single("encoding") ?? "utf8";
+  if (encoding !== "utf8" && encoding !== "base64") {
+    throw new DakgharError(
+      "bad_request",
+      'encoding: expected "utf8" or "base64"',
+      {
+        field: "encoding",
+      },
+    );
+  }
+  return {
+    offset: optionalInteger(single("offset"), "offset", 0),
+    maxRecords: Math.min(
+      optionalInteger(single("maxRecords"), "maxRecords", 1) ?? 100,
+      10_000,
+    ),
+    maxWaitMs: Math.min(
+      optionalInteger(single("maxWaitMs"), "maxWaitMs", 0) ?? 0,
+      maxWaitMsMax,
+    ),
+    encoding,
+  };
+}
+
+function optionalInteger(
+  text: string | undefined,
+  field: string,
+  min: number,
+): number | undefined {
+  return text === undefined ? undefined : requiredInteger(text, field, min);
+}
+
+function requiredInteger(text: string, field: string, min: number): number {
+  const value = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(value) || value < min) {
+    throw new DakgharError(
+      "bad_request",
+      `${field}: expected an integer ≥ ${min}`,
+      {
+        field,
+      },
+    );
+  }
+  return value;
+}

@@ -1,0 +1,344 @@
+/**
+ * JSON ⇄ record batch, once, at the edge. Producers send records as JSON;
+ * they become `BatchRecord`s here and travel as bytes from then on. Reads
+ * come back as batches and become JSON here, for clients that asked for it.
+ *
+ * Producer record:
+ *
+ *   { "key"?: string | null, "value": <any JSON>, "headers"?: { name: string | null },
+ *     "partition"?: int, "timestamp"?: int,
+ *     "keyEncoding"?: "utf8" | "base64", "valueEncoding"?: "utf8" | "base64" | "json" }
+ *
+ * Without a value encoding a string value is stored as its UTF-8 bytes, null
+ * as a null value, anything else as its JSON text. "json" stores the JSON text
+ * of any value, strings included; "utf8" and "base64" need a string.
+ *
+ * Consumer record:
+ *
+ *   { "offset": 7, "timestamp": 1733300000000, "key": "k" | null, "value": "v" | null,
+ *     "headers": { name: string | null } }
+ *
+ * plus `"keyEncoding": "base64"`, `"valueEncoding": "base64"` or
+ * `"headersEncoding": "base64"` for each field sent as base64 — because the
+ * client asked, or because its bytes are not valid UTF-8.
+ */
+import { Buffer } from "node:buffer";
+import { DakgharError } from "../errors.ts";
+import type { BatchRecord, DecodedRecord } from "../log/record_batch.ts";
+
+/** How a producer's key is written in JSON. */
+export type KeyEncoding = "utf8" | "base64";
+/** How a producer's value is written in JSON. */
+export type ValueEncoding = "utf8" | "base64" | "json";
+/** How a consumer wants keys and values written. */
+export type ReadEncoding = "utf8" | "base64";
+
+/** A producer's record after parsing: batch fields plus an optional partition. */
+export interface ParsedRecord extends BatchRecord {
+  partition?: number;
+}
+
+/** Request-level defaults for records that name no encoding themselves. */
+export interface EncodingDefaults {
+  keyEncoding?: KeyEncoding;
+  valueEncoding?: ValueEncoding;
+}
+
+/** A record as a JSON consumer receives it. */
+export interface ConsumerJsonRecord {
+  offset: number;
+  timestamp: number;
+  key: string | null;
+  value: string | null;
+  headers: Record<string, string | null>;
+  keyEncoding?: "base64";
+  valueEncoding?: "base64";
+  headersEncoding?: "base64";
+}
+
+const recordFields = new Set([
+  "key",
+  "value",
+  "headers",
+  "partition",
+  "timestamp",
+  "keyEncoding",
+  "valueEncoding",
+]);
+const bodyFields = new Set(["records", "keyEncoding", "valueEncoding"]);
+const encoder = new TextEncoder();
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+const base64Pattern =
+  /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+function malformed(field: string, message: string): DakgharError {
+  return new DakgharError("malformed_body", `${field}: ${message}`, { field });
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Parses a producer's JSON body: one record object, or
+ * `{ records: [...], keyEncoding?, valueEncoding? }`.
+ *
+ * @param body the parsed JSON body
+ * @param defaults encodings from the query string, overridden by the body's and each record's
+ * @param now create time for records that carry no timestamp
+ * @returns the records, in order
+ * @throws {DakgharError} `malformed_body` naming the first bad field, e.g. `records[3].value`
+ */
+export function parseProducerBody(
+  body: unknown,
+  defaults: EncodingDefaults,
+  now: number,
+): ParsedRecord[] {
+  if (!isObject(body)) {
+    throw malformed("body", "expected a record object or { records: [...] }");
+  }
+  if (!("records" in body)) {
+    return [parseProducerRecord(body, "", defaults, now)];
+  }
+
+  for (const name of Object.keys(body)) {
+    if (!bodyFields.has(name)) throw malformed(name, "unknown field");
+  }
+  const bodyDefaults: EncodingDefaults = {
+    keyEncoding: parseKeyEncoding(body.keyEncoding, "keyEncoding") ??
+      defaults.keyEncoding,
+    valueEncoding: parseValueEncoding(body.valueEncoding, "valueEncoding") ??
+      defaults.valueEncoding,
+  };
+  const records = body.records;
+  if (!Array.isArray(records)) throw malformed("records", "expected an array");
+  if (records.length === 0) {
+    throw malformed("records", "expected at least one record");
+  }
+  return records.map((record, index) =>
+    parseProducerRecord(record, `records[${index}].`, bodyDefaults, now)
+  );
+}
+
+/**
+ * Parses one producer record.
+ *
+ * @param record the JSON value
+ * @param prefix prepended to field names in errors, e.g. `records[3].`
+ * @param defaults encodings used when the record names none
+ * @param now create time when the record carries no timestamp
+ * @returns the record
+ * @throws {DakgharError} `malformed_body` naming the bad field
+ */
+export function parseProducerRecord(
+  record: unknown,
+  prefix: string,
+  defaults: EncodingDefaults,
+  now: number,
+): ParsedRecord {
+  const at = (field: string) => `${prefix}${field}`;
+  if (!isObject(record)) {
+    throw malformed(
+      prefix ? prefix.slice(0, -1) : "body",
+      "expected an object",
+    );
+  }
+  for (const name of Object.keys(record)) {
+    if (!recordFields.has(name)) throw malformed(at(name), "unknown field");
+  }
+  if (!("value" in record)) throw malformed(at("value"), "missing");
+
+  const keyEncoding = parseKeyEncoding(record.keyEncoding, at("keyEncoding")) ??
+    defaults.keyEncoding ?? "utf8";
+  const valueEncoding = parseValueEncoding(
+    record.valueEncoding,
+    at("valueEncoding"),
+  ) ?? defaults.valueEncoding;
+
+  const parsed: ParsedRecord = {
+    key: parseKey(record.key, keyEncoding, at("key")),
+    value: parseValue(record.value, valueEncoding, at("value")),
+    headers: parseHeaders(record.headers, at("headers")),
+    timestamp: record.timestamp === undefined
+      ? now
+      : parseInteger(record.timestamp, at("timestamp"), 0),
+  };
+  if (record.partition !== undefined) {
+    parsed.partition = parseInteger(record.partition, at("partition"), 0);
+  }
+  return parsed;
+}
+
+/**
+ * Parses an encoding name for keys, as found in a body or a query string.
+ *
+ * @returns the encoding, or undefined when `value` is undefined
+ * @throws {DakgharError} `malformed_body` for anything but "utf8" or "base64"
+ */
+export function parseKeyEncoding(
+  value: unknown,
+  field: string,
+): KeyEncoding | undefined {
+  if (value === undefined) return undefined;
+  if (value === "utf8" || value === "base64") return value;
+  throw malformed(field, 'expected "utf8" or "base64"');
+}
+
+/**
+ * Parses an encoding name for values, as found in a body or a query string.
+ *
+ * @returns the encoding, or undefined when `value` is undefined
+ * @throws {DakgharError} `malformed_body` for anything but "utf8", "base64" or "json"
+ */
+export function parseValueEncoding(
+  value: unknown,
+  field: string,
+): ValueEncoding | undefined {
+  if (value === undefined) return undefined;
+  if (value === "utf8" || value === "base64" || value === "json") return value;
+  throw malformed(field, 'expected "utf8", "base64" or "json"');
+}
+
+function parseKey(
+  key: unknown,
+  encoding: KeyEncoding,
+  field: string,
+): Uint8Array | null {
+  if (key === undefined || key === null) return null;
+  if (typeof key !== "string") {
+    throw malformed(field, "expected a string or null");
+  }
+  return encoding === "base64" ? decodeBase64(key, field) : encoder.encode(key);
+}
+
+function parseValue(
+  value: unknown,
+  encoding: ValueEncoding | undefined,
+  field: string,
+): Uint8Array | null {
+  if (encoding === "json") return encoder.encode(JSON.stringify(value));
+  if (value === null) return null;
+  if (typeof value === "string") {
+    return encoding === "base64"
+      ? decodeBase64(value, field)
+      : encoder.encode(value);
+  }
+  if (encoding !== undefined) {
+    throw malformed(field, `expected a string for valueEncoding "${encoding}"`);
+  }
+  return encoder.encode(JSON.stringify(value));
+}
+
+function parseHeaders(
+  headers: unknown,
+  field: string,
+): [string, Uint8Array | null][] {
+  if (headers === undefined) return [];
+  if (!isObject(headers)) {
+    throw malformed(field, "expected an object of strings");
+  }
+  const parsed: [string, Uint8Array | null][] = [];
+  for (const [name, value] of Object.entries(headers)) {
+    if (encoder.encode(name).length > 0xffff) {
+      throw malformed(
+        `${field}.${name.slice(0, 32)}`,
+        "name longer than 65535 bytes",
+      );
+    }
+    if (value !== null && typeof value !== "string") {
+      throw malformed(`${field}.${name}`, "expected a string or null");
+    }
+    parsed.push([name, value === null ? null : encoder.encode(value)]);
+  }
+  return parsed;
+}
+
+function parseInteger(value: unknown, field: string, min: number): number {
+  if (
+    typeof value !== "number" || !Number.isSafeInteger(value) || value < min
+  ) {
+    throw malformed(field, `expected an integer ≥ ${min}`);
+  }
+  return value;
+}
+
+function decodeBase64(text: string, field: string): Uint8Array {
+  if (!base64Pattern.test(text)) throw malformed(field, "invalid base64");
+  return new Uint8Array(Buffer.from(text, "base64"));
+}
+
+function encodeBase64(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    .toString("base64");
+}
+
+/** UTF-8 text of `bytes`, or undefined when they are not valid UTF-8. */
+function decodeUtf8(bytes: Uint8Array): string | undefined {
+  try {
+    return strictDecoder.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Turns decoded records into the JSON a consumer receives.
+ *
+ * @param records records from `decodeBatches`
+ * @param encoding "utf8" writes keys and values as text where they are valid UTF-8; "base64" always base64
+ * @returns one JSON object per record
+ */
+export function toConsumerRecords(
+  records: DecodedRecord[],
+  encoding: ReadEncoding = "utf8",
+): ConsumerJsonRecord[] {
+  return records.map((record) => toConsumerRecord(record, encoding));
+}
+
+function toConsumerRecord(
+  record: DecodedRecord,
+  encoding: ReadEncoding,
+): ConsumerJsonRecord {
+  const json: ConsumerJsonRecord = {
+    offset: record.offset,
+    timestamp: record.timestamp,
+    key: null,
+    value: null,
+    headers: {},
+  };
+
+  const key = encodeField(record.key, encoding);
+  json.key = key.text;
+  if (key.base64) json.keyEncoding = "base64";
+
+  const value = encodeField(record.value, encoding);
+  json.value = value.text;
+  if (value.base64) json.valueEncoding = "base64";
+
+  // Header values are text by convention; all go base64 if any is not.
+  const texts = record.headers.map(([, bytes]) =>
+    bytes === null ? null : decodeUtf8(bytes)
+  );
+  const headersBase64 = texts.some((text) => text === undefined);
+  record.headers.forEach(([name, bytes], index) => {
+    json.headers[name] = bytes === null
+      ? null
+      : headersBase64
+      ? encodeBase64(bytes)
+      : texts[index]!;
+  });
+  if (headersBase64) json.headersEncoding = "base64";
+  return json;
+}
+
+function encodeField(
+  bytes: Uint8Array | null,
+  encoding: ReadEncoding,
+): { text: string | null; base64: boolean } {
+  if (bytes === null) return { text: null, base64: false };
+  if (encoding === "utf8") {
+    const text = decodeUtf8(bytes);
+    if (text !== undefined) return { text, base64: false };
+  }
+  return { text: encodeBase64(bytes), base64: true };
+}

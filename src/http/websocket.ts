@@ -1,0 +1,768 @@
+/**
+ * WebSocket sessions on `GET /ws`: subscriptions pushed with credit-based
+ * flow control, publishing, and commits. Frames are documented in
+ * docs/protocol.md.
+ *
+ * A frame is a map with an `op` field, sent as JSON text or as a msgpack
+ * binary message; the server answers in the encoding the client used last.
+ * Records reach a subscription as `records` frames (JSON objects) or, with
+ * `format: "batch"`, as `batch` frames carrying the raw record batch bytes
+ * (always msgpack, since JSON cannot hold bytes).
+ *
+ * Flow control: a subscription holds credit, the number of records the
+ * client may still receive. Each (subscription, partition) runs a fetch
+ * loop that long-polls `broker.read` only while credit is left, slices what
+ * came back to the credit with `sliceBatches` and subtracts what it sends
+ * before it sends it, so the count is exact across partitions. A socket
+ * whose outgoing buffer is above `bufferedBytesMax` pauses every loop of the
+ * session; each loop holds at most one read (`readBytesMax`) at a time, so
+ * a session's memory is bounded by its partition count times that.
+ */
+import { nanoid } from "nanoid";
+import { Packr } from "msgpackr";
+import type { Context } from "hono";
+import type { WSContext, WSEvents, WSMessageReceive } from "hono/ws";
+import type { Broker, PartitionAssignment, StartPosition } from "../broker.ts";
+import { DakgharError, errorToData } from "../errors.ts";
+import { decodeBatches, sliceBatches } from "../log/record_batch.ts";
+import type { Logger } from "../logger.ts";
+import type { UpgradeWebSocket } from "../runtime/types.ts";
+import {
+  parseProducerBody,
+  type ReadEncoding,
+  toConsumerRecords,
+} from "./json_records.ts";
+
+/** Tuning for WebSocket sessions. */
+export interface WebSocketOptions {
+  log: Logger;
+  /** Most bytes one fetch reads from a partition. */
+  readBytesMax: number;
+  /** Long-poll wait of one fetch; a fetch is cancelled early on stop. */
+  fetchWaitMs: number;
+  /** Fetches pause while the socket has more than this many bytes queued. */
+  bufferedBytesMax: number;
+  /** How often a paused session looks at its socket buffer again. */
+  drainCheckMs: number;
+  /** Bad frames tolerated within `badFrameWindowMs` before closing with 1008. */
+  badFramesMax: number;
+  badFrameWindowMs: number;
+  /** Most subscriptions one session may hold. */
+  subscriptionsMax: number;
+  /** Back-off after a failed fetch that may succeed later. */
+  retryMs: number;
+}
+
+const defaults: Omit<WebSocketOptions, "log"> = {
+  readBytesMax: 1024 * 1024,
+  fetchWaitMs: 5_000,
+  bufferedBytesMax: 4 * 1024 * 1024,
+  drainCheckMs: 10,
+  badFramesMax: 100,
+  badFrameWindowMs: 10_000,
+  subscriptionsMax: 100,
+  retryMs: 1_000,
+};
+
+/** Encoding of a frame on the wire. */
+type FrameEncoding = "json" | "msgpack";
+/** A frame as decoded: a map with an `op`. */
+type Frame = Record<string, unknown>;
+
+const packr = new Packr({ useRecords: false });
+
+/**
+ * Creates the `/ws` route handler.
+ *
+ * @param broker what sessions call
+ * @param upgradeWebSocket the runtime's upgrade helper for the app
+ * @param options tuning; `log` is required
+ * @returns a Hono handler that upgrades the request
+ */
+export function createWebSocketRoute(
+  broker: Broker,
+  upgradeWebSocket: UpgradeWebSocket,
+  options: Partial<WebSocketOptions> & { log: Logger },
+): ReturnType<UpgradeWebSocket> {
+  const settings: WebSocketOptions = { ...defaults, ...options };
+  return upgradeWebSocket((_c: Context): WSEvents => {
+    const session = new Session(broker, settings);
+    return {
+      onOpen: (_event, ws) => session.open(ws),
+      onMessage: (event, ws) => session.receive(event.data, ws),
+      onClose: () => session.close(),
+      onError: () => session.close(),
+    };
+  });
+}
+
+/** Signals that a frame is malformed; answered with a `bad_frame` error. */
+class BadFrame extends DakgharError {
+  constructor(message: string, readonly id?: unknown) {
+    super("bad_frame", message);
+  }
+}
+
+/** One WebSocket connection and its subscriptions. */
+class Session {
+  readonly id = nanoid(10);
+  readonly log: Logger;
+  ws: WSContext | undefined;
+  encoding: FrameEncoding = "json";
+  closed = false;
+  readonly subscriptions = new Map<string, Subscription>();
+  #subscriptionCount = 0;
+  #badFrameTimes: number[] = [];
+  #drainWaiters: (() => void)[] = [];
+  #drainTimer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(readonly broker: Broker, readonly options: WebSocketOptions) {
+    this.log = options.log.scope("ws", { session: this.id });
+  }
+
+  open(ws: WSContext): void {
+    this.ws = ws;
+    // Deno hands binary messages over as Blobs unless told otherwise.
+    const raw = ws.raw as { binaryType?: string } | undefined;
+    if (raw?.binaryType === "blob") raw.binaryType = "arraybuffer";
+    this.log.debug("open");
+  }
+
+  /** Decodes and dispatches one incoming message. */
+  receive(data: WSMessageReceive, ws: WSContext): void {
+    this.ws ??= ws;
+    if (this.closed) return;
+    if (typeof Blob !== "undefined" && data instanceof Blob) {
+      data.arrayBuffer().then((buffer) => this.receive(buffer, ws));
+      return;
+    }
+
+    let frame: Frame;
+    try {
+      frame = this.decode(data);
+    } catch (error) {
+      this.badFrame(error as BadFrame);
+      return;
+    }
+    try {
+      this.dispatch(frame);
+    } catch (error) {
+      if (error instanceof BadFrame) this.badFrame(error);
+      else this.sendError(frame.id, error);
+    }
+  }
+
+  decode(data: WSMessageReceive): Frame {
+    let frame: unknown;
+    if (typeof data === "string") {
+      this.encoding = "json";
+      try {
+        frame = JSON.parse(data);
+      } catch {
+        throw new BadFrame("Frame is not valid JSON");
+      }
+    } else {
+      this.encoding = "msgpack";
+      try {
+        frame = packr.unpack(new Uint8Array(data as ArrayBuffer));
+      } catch {
+        throw new BadFrame("Frame is not valid msgpack");
+      }
+    }
+    if (typeof frame !== "object" || frame === null || Array.isArray(frame)) {
+      throw new BadFrame("Frame is not a map");
+    }
+    return frame as Frame;
+  }
+
+  dispatch(frame: Frame): void {
+    switch (frame.op) {
+      case "subscribe":
+        return this.subscribe(frame);
+      case "credit":
+        return this.credit(frame);
+      case "commit":
+        return this.commit(frame);
+      case "publish":
+        return this.publish(frame);
+      case "unsubscribe":
+        return this.unsubscribe(frame);
+      case "ping":
+        this.send({
+          op: "pong",
+          ...(frame.id === undefined ? {} : { id: frame.id }),
+        });
+        return;
+      default:
+        throw new BadFrame(
+          typeof frame.op === "string"
+            ? `Unknown op: ${frame.op}`
+            : "Frame has no op",
+          frame.id,
+        );
+    }
+  }
+
+  subscribe(frame: Frame): void {
+    const id = requestId(frame);
+    const topic = requiredString(frame, "topic");
+    const group = optionalString(frame, "group");
+    const from = parseFrom(frame.from, group !== undefined, id);
+    const format = frame.format ??
+      (this.encoding === "msgpack" ? "batch" : "json");
+    if (format !== "json" && format !== "batch") {
+      throw new BadFrame('format: expected "json" or "batch"', id);
+    }
+    const encoding = frame.encoding ?? "utf8";
+    if (encoding !== "utf8" && encoding !== "base64") {
+      throw new BadFrame('encoding: expected "utf8" or "base64"', id);
+    }
+    const partitions = parsePartitions(frame.partitions, id);
+    if (group !== undefined && partitions !== undefined) {
+      throw new BadFrame("partitions: a group assigns partitions itself", id);
+    }
+    const initialCredit = frame.credit === undefined
+      ? 0
+      : nonNegativeInteger(frame.credit, "credit", id);
+    if (this.subscriptions.size >= this.options.subscriptionsMax) {
+      throw new DakgharError(
+        "too_many_requests",
+        `Too many subscriptions: at most ${this.options.subscriptionsMax} per connection`,
+      );
+    }
+
+    const sub = `s${++this.#subscriptionCount}`;
+    const subscription = new Subscription(this, sub, {
+      topic,
+      group,
+      format,
+      encoding,
+    });
+    subscription.credit = initialCredit;
+    this.subscriptions.set(sub, subscription);
+    subscription.start(id, from, partitions).catch((error) => {
+      if (this.subscriptions.get(sub) !== subscription) return;
+      this.subscriptions.delete(sub);
+      subscription.stop();
+      this.sendError(id, error);
+    });
+  }
+
+  credit(frame: Frame): void {
+    const subscription = this.subscriptionFor(frame);
+    const records = nonNegativeInteger(frame.records, "records", frame.id);
+    subscription.addCredit(records);
+  }
+
+  commit(frame: Frame): void {
+    const id = requestId(frame);
+    const subscription = this.subscriptionFor(frame);
+    const partition = nonNegativeInteger(frame.partition, "partition", id);
+    const offset = nonNegativeInteger(frame.offset, "offset", id);
+    subscription.commit(partition, offset).then(
+      () => this.send({ op: "committed", id }),
+      (error) => this.sendError(id, error),
+    );
+  }
+
+  publish(frame: Frame): void {
+    const id = requestId(frame);
+    const topic = requiredString(frame, "topic");
+    if (frame.batch instanceof Uint8Array) {
+      const partition = frame.partition === undefined
+        ? undefined
+        : nonNegativeInteger(frame.partition, "partition", id);
+      const key = typeof frame.key === "string"
+        ? new TextEncoder().encode(frame.key)
+        : frame.key instanceof Uint8Array
+        ? frame.key
+        : null;
+      this.broker.publish(topic, frame.batch, { partition, key }).then(
+        (result) =>
+          this.send({
+            op: "ack",
+            id,
+            offsets: [{
+              partition: result.partition,
+              offset: result.baseOffset,
+            }],
+            lastOffset: result.lastOffset,
+          }),
+        (error) => this.sendError(id, error),
+      );
+      return;
+    }
+    if (!Array.isArray(frame.records)) {
+      throw new BadFrame("records: expected an array, or batch: bytes", id);
+    }
+    const records = parseProducerBody(
+      {
+        records: frame.records,
+        ...(frame.keyEncoding === undefined
+          ? {}
+          : { keyEncoding: frame.keyEncoding }),
+        ...(frame.valueEncoding === undefined
+          ? {}
+          : { valueEncoding: frame.valueEncoding }),
+      },
+      {},
+      Date.now(),
+    );
+    this.broker.publishRecords(topic, records).then(
+      (offsets) => this.send({ op: "ack", id, offsets }),
+      (error) => this.sendError(id, error),
+    );
+  }
+
+  unsubscribe(frame: Frame): void {
+    const subscription = this.subscriptionFor(frame);
+    this.subscriptions.delete(subscription.sub);
+    subscription.stop();
+    this.send({ op: "unsubscribed", id: frame.id, sub: subscription.sub });
+  }
+
+  subscriptionFor(frame: Frame): Subscription {
+    if (typeof frame.sub !== "string") {
+      throw new BadFrame("sub: expected a subscription id", frame.id);
+    }
+    const subscription = this.subscriptions.get(frame.sub);
+    if (!subscription) {
+      throw new DakgharError(
+        "not_found",
+        `Unknown subscription: ${frame.sub}`,
+        {
+          sub: frame.sub,
+        },
+      );
+    }
+    return subscription;
+  }
+
+  /** Sends a frame in the session's current encoding; false once closed. */
+  send(frame: Frame, encoding: FrameEncoding = this.encoding): boolean {
+    if (this.closed || !this.ws || this.ws.readyState !== 1) return false;
+    if (encoding === "json") this.ws.send(JSON.stringify(frame));
+    else this.ws.send(packr.pack(frame) as Uint8Array<ArrayBuffer>);
+    return true;
+  }
+
+  sendError(id: unknown, error: unknown, fields: Frame = {}): void {
+    const data = errorToData(error);
+    if (data.code === "internal") {
+      this.log.error("request failed", {
+        error: error instanceof Error ? error.stack ?? error.message : error,
+      });
+      data.message = "Internal error";
+    }
+    this.send({
+      op: "error",
+      ...(id === undefined ? {} : { id }),
+      ...fields,
+      code: data.code,
+      message: data.message,
+      ...data.details,
+    });
+  }
+
+  badFrame(error: BadFrame): void {
+    const now = Date.now();
+    const times = this.#badFrameTimes;
+    times.push(now);
+    while (
+      times.length > 0 && times[0] <= now - this.options.badFrameWindowMs
+    ) {
+      times.shift();
+    }
+    if (times.length > this.options.badFramesMax) {
+      this.log.warn("closing after a flood of bad frames", {
+        count: times.length,
+      });
+      this.ws?.close(1008, "too many bad frames");
+      this.close();
+      return;
+    }
+    this.send({
+      op: "error",
+      ...(error.id === undefined ? {} : { id: error.id }),
+      code: "bad_frame",
+      message: error.message,
+    });
+  }
+
+  /** True while the socket has more queued than the bound allows. */
+  isCongested(): boolean {
+    const raw = this.ws?.raw as { bufferedAmount?: number } | undefined;
+    return (raw?.bufferedAmount ?? 0) > this.options.bufferedBytesMax;
+  }
+
+  /** Resolves once the socket buffer is below the bound, or on close. */
+  drained(): Promise<void> {
+    if (!this.isCongested() || this.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#drainWaiters.push(resolve);
+      // Neither runtime raises an event when a WebSocket's buffer drains.
+      this.#drainTimer ??= setInterval(() => {
+        if (this.isCongested() && !this.closed) return;
+        clearInterval(this.#drainTimer);
+        this.#drainTimer = undefined;
+        for (const waiter of this.#drainWaiters.splice(0)) waiter();
+      }, this.options.drainCheckMs);
+    });
+  }
+
+  /** Ends every subscription: cancels reads, leaves groups, drops buffers. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const subscription of this.subscriptions.values()) subscription.stop();
+    this.subscriptions.clear();
+    clearInterval(this.#drainTimer);
+    for (const waiter of this.#drainWaiters.splice(0)) waiter();
+    this.log.debug("closed");
+  }
+}
+
+interface SubscriptionSettings {
+  topic: string;
+  group: string | undefined;
+  format: "json" | "batch";
+  encoding: ReadEncoding;
+}
+
+/** Where a subscription without a group starts. */
+type From = StartPosition | { offset: number } | { timestamp: number };
+
+/** One subscription of a session: its credit and one fetch per partition. */
+class Subscription {
+  credit = 0;
+  generation = -1;
+  stopped = false;
+  readonly memberId: string;
+  readonly fetches = new Map<number, PartitionFetch>();
+  #creditWaiters: (() => void)[] = [];
+
+  constructor(
+    readonly session: Session,
+    readonly sub: string,
+    readonly settings: SubscriptionSettings,
+  ) {
+    this.memberId = `${session.id}-${sub}`;
+  }
+
+  async start(
+    id: unknown,
+    from: From,
+    partitions: number[] | undefined,
+  ): Promise<void> {
+    const { broker } = this.session;
+    const { topic, group } = this.settings;
+    if (group !== undefined) {
+      this.session.send({ op: "subscribed", id, sub: this.sub });
+      await broker.joinGroup(
+        group,
+        topic,
+        this.memberHandle(),
+        from as StartPosition,
+      );
+      return;
+    }
+
+    const description = await broker.describeTopic(topic);
+    const chosen = partitions ??
+      description.partitions.map((stats) => stats.partition);
+    const starts: PartitionAssignment[] = [];
+    for (const partition of chosen) {
+      const stats = description.partitions.find((s) =>
+        s.partition === partition
+      );
+      if (!stats) {
+        throw new DakgharError(
+          "unknown_partition",
+          `Partition not found: ${topic}/${partition}`,
+          { topic, partition },
+        );
+      }
+      const offset = from === "earliest"
+        ? stats.logStartOffset
+        : from === "latest"
+        ? stats.highWatermark
+        : "offset" in from
+        ? from.offset
+        : await broker.offsetForTime(topic, partition, from.timestamp);
+      starts.push({ partition, offset });
+    }
+    if (this.stopped) return;
+    this.session.send({ op: "subscribed", id, sub: this.sub });
+    this.session.send({
+      op: "assigned",
+      sub: this.sub,
+      generation: 0,
+      partitions: starts,
+    });
+    for (const start of starts) this.startFetch(start);
+  }
+
+  memberHandle() {
+    return {
+      id: this.memberId,
+      onAssignment: (
+        assignment: { generation: number; partitions: PartitionAssignment[] },
+      ) => {
+        if (this.stopped) return;
+        this.generation = assignment.generation;
+        this.session.send({
+          op: "assigned",
+          sub: this.sub,
+          generation: assignment.generation,
+          partitions: assignment.partitions,
+        });
+        for (const start of assignment.partitions) this.startFetch(start);
+      },
+      onRevocation: (
+        revocation: { generation: number; partitions: number[] },
+      ) => {
+        for (const partition of revocation.partitions) {
+          this.fetches.get(partition)?.stop();
+          this.fetches.delete(partition);
+        }
+        if (this.stopped) return;
+        this.session.send({
+          op: "revoked",
+          sub: this.sub,
+          generation: revocation.generation,
+          partitions: revocation.partitions,
+        });
+      },
+    };
+  }
+
+  startFetch(start: PartitionAssignment): void {
+    this.fetches.get(start.partition)?.stop();
+    const fetch = new PartitionFetch(this, start.partition, start.offset);
+    this.fetches.set(start.partition, fetch);
+    fetch.run().catch((error) => {
+      fetch.stop();
+      this.session.sendError(undefined, error, {
+        sub: this.sub,
+        partition: start.partition,
+      });
+    });
+  }
+
+  addCredit(records: number): void {
+    this.credit += records;
+    for (const waiter of this.#creditWaiters.splice(0)) waiter();
+  }
+
+  /** Resolves once there is credit, or the subscription stops. */
+  creditAvailable(): Promise<void> {
+    if (this.credit > 0 || this.stopped) return Promise.resolve();
+    return new Promise((resolve) => this.#creditWaiters.push(resolve));
+  }
+
+  commit(partition: number, offset: number): Promise<void> {
+    const { group, topic } = this.settings;
+    if (group === undefined) {
+      return Promise.reject(
+        new DakgharError("bad_request", "Only group subscriptions commit", {
+          sub: this.sub,
+        }),
+      );
+    }
+    return this.session.broker.commit(
+      group,
+      topic,
+      partition,
+      offset,
+      this.memberId,
+      this.generation,
+    );
+  }
+
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const fetch of this.fetches.values()) fetch.stop();
+    this.fetches.clear();
+    for (const waiter of this.#creditWaiters.splice(0)) waiter();
+    if (this.settings.group !== undefined) {
+      this.session.broker.leaveGroup(this.settings.group, this.memberId);
+    }
+  }
+}
+
+/** The fetch loop of one partition of one subscription. */
+class PartitionFetch {
+  stopped = false;
+  #abort = new AbortController();
+
+  constructor(
+    readonly subscription: Subscription,
+    readonly partition: number,
+    public offset: number,
+  ) {}
+
+  get active(): boolean {
+    return !this.stopped && !this.subscription.stopped &&
+      !this.subscription.session.closed;
+  }
+
+  async run(): Promise<void> {
+    const { session, settings } = this.subscription;
+    const { broker, options } = session;
+    while (this.active) {
+      await this.subscription.creditAvailable();
+      await session.drained();
+      if (!this.active) return;
+
+      let result;
+      try {
+        result = await broker.read(
+          settings.topic,
+          this.partition,
+          this.offset,
+          {
+            maxBytes: options.readBytesMax,
+            maxWaitMs: options.fetchWaitMs,
+            signal: this.#abort.signal,
+          },
+        );
+      } catch (error) {
+        if (!this.active) return;
+        if (await this.failed(error)) return;
+        continue;
+      }
+      if (!this.active || result.bytes.length === 0) continue;
+
+      // Slice to the credit left now, not when the read began: other
+      // partitions may have spent some meanwhile.
+      const slice = sliceBatches(
+        result.bytes,
+        this.offset,
+        this.subscription.credit,
+      );
+      if (slice.records === 0) continue;
+      this.subscription.credit -= slice.records;
+      this.offset = slice.nextOffset;
+      this.send(slice.bytes);
+    }
+  }
+
+  send(bytes: Uint8Array): void {
+    const { session, settings, sub } = this.subscription;
+    if (settings.format === "batch") {
+      session.send({
+        op: "batch",
+        sub,
+        topic: settings.topic,
+        partition: this.partition,
+        bytes,
+      }, "msgpack");
+      return;
+    }
+    session.send({
+      op: "records",
+      sub,
+      topic: settings.topic,
+      partition: this.partition,
+      records: toConsumerRecords(decodeBatches(bytes), settings.encoding),
+    });
+  }
+
+  /** Reports a failed read; true when the loop must end. */
+  async failed(error: unknown): Promise<boolean> {
+    const { session, sub } = this.subscription;
+    const code = errorToData(error).code;
+    session.sendError(undefined, error, { sub, partition: this.partition });
+    if (
+      code === "offset_out_of_range" || code === "unknown_topic" ||
+      code === "unknown_partition"
+    ) {
+      session.log.info("fetch stopped", {
+        sub,
+        partition: this.partition,
+        code,
+      });
+      this.stop();
+      return true;
+    }
+    await new Promise((resolve) =>
+      setTimeout(resolve, session.options.retryMs)
+    );
+    return false;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.#abort.abort();
+  }
+}
+
+function requestId(frame: Frame): unknown {
+  if (frame.id === undefined) throw new BadFrame(`${frame.op}: id is required`);
+  return frame.id;
+}
+
+function requiredString(frame: Frame, field: string): string {
+  const value = frame[field];
+  if (typeof value !== "string" || value === "") {
+    throw new BadFrame(`${field}: expected a non-empty string`, frame.id);
+  }
+  return value;
+}
+
+function optionalString(frame: Frame, field: string): string | undefined {
+  return frame[field] === undefined ? undefined : requiredString(frame, field);
+}
+
+function nonNegativeInteger(
+  value: unknown,
+  field: string,
+  id: unknown,
+): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    throw new BadFrame(`${field}: expected an integer ≥ 0`, id);
+  }
+  return value;
+}
+
+function parseFrom(value: unknown, isGroup: boolean, id: unknown): From {
+  if (value === undefined) return "latest";
+  if (value === "earliest" || value === "latest") return value;
+  if (!isGroup && typeof value === "object" && value !== null) {
+    const from = value as Record<string, unknown>;
+    if (
+      typeof from.offset === "number" && Number.isSafeInteger(from.offset) &&
+      from.offset >= 0
+    ) {
+      return { offset: from.offset };
+    }
+    if (
+      typeof from.timestamp === "number" && Number.isSafeInteger(from.timestamp)
+    ) {
+      return { timestamp: from.timestamp };
+    }
+  }
+  throw new BadFrame(
+    isGroup
+      ? 'from: expected "earliest" or "latest" for a group'
+      : 'from: expected "earliest", "latest", {offset} or {timestamp}',
+    id,
+  );
+}
+
+function parsePartitions(value: unknown, id: unknown): number[] | undefined {
+  if (value === undefined) return undefined;
+  if (
+    !Array.isArray(value) || value.length === 0 ||
+    !value.every((p) =>
+      typeof p === "number" && Number.isSafeInteger(p) && p >= 0
+    )
+  ) {
+    throw new BadFrame(
+      "partitions: expected a non-empty array of integers ≥ 0",
+      id,
+    );
+  }
+  return [...new Set(value as number[])];
+}

@@ -1,0 +1,76 @@
+/**
+ * Serving a Hono app on Node: @hono/node-server for HTTP and @hono/node-ws
+ * for WebSocket upgrades. The serve half of the Node runtime.
+ */
+import type { Server as HttpServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Hono } from "hono";
+import { serve as serveNode } from "@hono/node-server";
+import { createNodeWebSocket, type NodeWebSocket } from "@hono/node-ws";
+import type { ServeOptions, Server, UpgradeWebSocket } from "./types.ts";
+
+// One WebSocket server per app: serve() must inject the same one that
+// webSocketFor() handed to the routes.
+const webSockets = new WeakMap<Hono, NodeWebSocket>();
+
+/**
+ * Returns the WebSocket upgrade helper for `app`.
+ *
+ * @param app the app whose routes will upgrade
+ * @returns Hono's `upgradeWebSocket` bound to a `ws` server for `app`
+ */
+export function webSocketFor(app: Hono): UpgradeWebSocket {
+  let nodeWebSocket = webSockets.get(app);
+  if (!nodeWebSocket) {
+    nodeWebSocket = createNodeWebSocket({ app });
+    webSockets.set(app, nodeWebSocket);
+  }
+  const upgrade = nodeWebSocket.upgradeWebSocket;
+  // The adapter reports socket errors through `onError`, building an
+  // ErrorEvent that Node 20 lacks; a socket error is always followed by a
+  // close, where sessions clean up, so there is nothing more to do here.
+  return (createEvents) => upgrade(createEvents, { onError: () => {} });
+}
+
+/**
+ * Serves `app` on `options.hostname:options.port` until the server is closed.
+ *
+ * @param app the Hono app
+ * @param options where to listen
+ * @returns the running server, once it listens
+ */
+export function serve(app: Hono, options: ServeOptions): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const server = serveNode({
+      fetch: app.fetch,
+      hostname: options.hostname,
+      port: options.port,
+    }) as HttpServer;
+    const nodeWebSocket = webSockets.get(app);
+    nodeWebSocket?.injectWebSocket(server);
+
+    server.once("error", reject);
+    server.once("listening", () => {
+      server.off("error", reject);
+      const port = (server.address() as AddressInfo).port;
+      options.onListen?.({ hostname: options.hostname, port });
+      resolve({ port, close: () => closeServer(server, nodeWebSocket) });
+    });
+  });
+}
+
+function closeServer(
+  server: HttpServer,
+  nodeWebSocket: NodeWebSocket | undefined,
+): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    for (const socket of nodeWebSocket?.wss.clients ?? []) {
+      socket.close(1001, "server shutting down");
+      // A client that never answers the close handshake must not hold the
+      // server open.
+      setTimeout(() => socket.terminate(), 1000).unref();
+    }
+    server.closeAllConnections();
+  });
+}
