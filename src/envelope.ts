@@ -1,0 +1,177 @@
+/**
+ * The one place messages between threads are encoded.
+ *
+ * Every message between the router (main thread) and a partition actor
+ * (worker thread) is a plain object with a `type` field, packed with
+ * msgpackr into a fresh `Uint8Array` whose buffer is transferred, never
+ * cloned. Byte fields such as record batches travel inside the pack as
+ * msgpack `bin` and are unpacked as views into the transferred buffer, so a
+ * batch is copied once on the way in (into the pack) and not again.
+ *
+ * Envelope layout, one msgpack map per message:
+ *
+ *   { type: "append", id: 7, batches: <bin 65536> }
+ *
+ * - `type`: the discriminant of {@linkcode RouterMessage} or
+ *   {@linkcode PartitionMessage};
+ * - `id`: on requests, a number unique per channel; the reply repeats it;
+ *   `cancel` names the id of the read it cancels;
+ * - everything else: the fields of that message type, as below.
+ *
+ * The first message to a new worker goes over the worker's own port, not a
+ * channel: `{ init: <envelope bytes>, port: MessagePort }` (an
+ * {@linkcode InitPost}). Everything after it, in both directions, uses the
+ * transferred port.
+ */
+import { Packr } from "msgpackr";
+import type { ErrorCode } from "./errors.ts";
+import type { LogFields, LogLevel } from "./logger.ts";
+import type { PortLike } from "./runtime/types.ts";
+import type {
+  PartitionLogConfig,
+  PartitionStats,
+  RecoveryReport,
+} from "./broker.ts";
+
+/** Opens a partition actor: recover the log in `dir` with `config`. */
+export interface InitMessage {
+  type: "init";
+  id: number;
+  topic: string;
+  partition: number;
+  dir: string;
+  config: PartitionLogConfig;
+}
+
+/** Every request from the router to a partition actor. */
+export type RouterMessage =
+  | InitMessage
+  /** One or several concatenated record batches, producer-framed. */
+  | { type: "append"; id: number; batches: Uint8Array }
+  /** Waits up to `maxWaitMs` when `offset` equals the high watermark. */
+  | {
+    type: "read";
+    id: number;
+    offset: number;
+    maxBytes: number;
+    maxWaitMs: number;
+  }
+  /** Ends the waiting read whose id is `id` with an empty `records`. */
+  | { type: "cancel"; id: number }
+  | { type: "offsetForTime"; id: number; timestamp: number }
+  | { type: "stats"; id: number }
+  | { type: "configure"; id: number; config: PartitionLogConfig }
+  | { type: "close"; id: number; deleteFiles: boolean };
+
+/** Every message from a partition actor to the router. */
+export type PartitionMessage =
+  | {
+    type: "ready";
+    id: number;
+    stats: PartitionStats;
+    recovery: RecoveryReport;
+  }
+  | {
+    type: "appended";
+    id: number;
+    baseOffset: number;
+    lastOffset: number;
+    appendTime: number;
+  }
+  | {
+    type: "records";
+    id: number;
+    bytes: Uint8Array;
+    highWatermark: number;
+    logStartOffset: number;
+    logEndOffset: number;
+  }
+  | { type: "offset"; id: number; offset: number }
+  | { type: "stats"; id: number; stats: PartitionStats }
+  | { type: "configured"; id: number }
+  | { type: "closed"; id: number }
+  | {
+    type: "error";
+    id: number;
+    code: ErrorCode;
+    message: string;
+    details: Record<string, unknown>;
+  }
+  /** Unsolicited: a log line for the main thread to write. */
+  | { type: "log"; level: LogLevel; message: string; fields: LogFields }
+  /** Unsolicited: the log is blocked; the router restarts the actor. */
+  | { type: "fatal"; code: ErrorCode; message: string };
+
+/** Any message that crosses between the router and a partition actor. */
+export type Message = RouterMessage | PartitionMessage;
+
+/** An encoded message and the buffers to transfer with it. */
+export interface Encoded {
+  data: Uint8Array;
+  transfer: ArrayBuffer[];
+}
+
+/** What the router posts on a new worker's own port. */
+export interface InitPost {
+  init: Uint8Array;
+  port: MessagePort;
+}
+
+// Records (msgpackr's shared-structure extension) would make the bytes
+// depend on what was packed before; plain maps keep every envelope
+// self-describing, which both threads need since each has its own Packr.
+const packr = new Packr({ useRecords: false, moreTypes: false });
+
+/**
+ * Packs `message` into a buffer of its own, ready to transfer.
+ *
+ * @param message any router or partition message
+ * @returns the bytes and the one buffer to list as transferable
+ */
+export function encode(message: Message): Encoded {
+  // pack() returns a view into a pooled buffer that the next pack()
+  // overwrites; transferring that would detach the pool itself.
+  const data = new Uint8Array(packr.pack(message));
+  return { data, transfer: [data.buffer] };
+}
+
+/**
+ * Unpacks a message. Byte fields come back as views into `data`.
+ *
+ * @throws {TypeError} when `data` is not bytes or holds no typed message
+ */
+export function decode<T extends Message = Message>(data: unknown): T {
+  if (!(data instanceof Uint8Array)) {
+    throw new TypeError("Cannot decode message: not a Uint8Array");
+  }
+  const message = packr.unpack(data) as { type?: unknown };
+  if (typeof message !== "object" || message === null) {
+    throw new TypeError("Cannot decode message: not a map");
+  }
+  if (typeof message.type !== "string") {
+    throw new TypeError("Cannot decode message: no type");
+  }
+  return message as T;
+}
+
+/** Encodes `message` and posts it on `port`, transferring its buffer. */
+export function send(port: PortLike, message: Message): void {
+  const { data, transfer } = encode(message);
+  port.postMessage(data, transfer);
+}
+
+/**
+ * Wraps a web-standard `MessagePort` (a `MessageChannel` end) as a
+ * {@linkcode PortLike}. Setting `onmessage` starts the port in both Node
+ * and Deno.
+ */
+export function wrapMessagePort(port: MessagePort): PortLike {
+  return {
+    postMessage: (message, transfer) =>
+      port.postMessage(message, transfer ?? []),
+    onMessage: (handler) => {
+      port.onmessage = (event: MessageEvent) => handler(event.data);
+    },
+    close: () => port.close(),
+  };
+}
