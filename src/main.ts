@@ -1,0 +1,133 @@
+#!/usr/bin/env node
+/**
+ * The command line: `dakghar serve [options]`. Every option can also come
+ * from an environment variable; a flag wins over the variable.
+ *
+ *   node build/src/main.js serve --port 8080 --data-dir ./data
+ *   deno run -A src/main.ts serve
+ */
+import { parseArgs } from "node:util";
+import {
+  createLogger,
+  type LogLevel,
+  parseLogLevel,
+  textSink,
+} from "./logger.ts";
+import { runtime } from "./runtime/mod.ts";
+import { startBroker } from "./server.ts";
+
+const usage = `Usage: dakghar serve [options]
+
+Options (environment variable in brackets):
+  --port <n>             TCP port to listen on, 0 for any free one [DAKGHAR_PORT] (8080)
+  --host <address>       interface to listen on; 0.0.0.0 for every one [DAKGHAR_HOST] (127.0.0.1)
+  --data-dir <path>      where topics and groups are stored [DAKGHAR_DATA_DIR] (./data)
+  --auto-create-topics   create a topic on its first publish [DAKGHAR_AUTO_CREATE_TOPICS]
+  --token <secret>       require "Authorization: Bearer <secret>" [DAKGHAR_TOKEN]
+  --log-level <level>    trace, debug, info, warn or error [DAKGHAR_LOG_LEVEL] (info)
+  -h, --help             show this text
+`;
+
+/** The settings of `dakghar serve`, after flags and environment are merged. */
+interface ServeSettings {
+  port: number;
+  host: string;
+  dataDir: string;
+  autoCreateTopics: boolean;
+  token: string | undefined;
+  logLevel: LogLevel;
+}
+
+function parseSettings(args: string[]): ServeSettings | "help" {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      port: { type: "string" },
+      host: { type: "string" },
+      "data-dir": { type: "string" },
+      "auto-create-topics": { type: "boolean" },
+      token: { type: "string" },
+      "log-level": { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return "help";
+  if (positionals.length !== 1 || positionals[0] !== "serve") {
+    throw new RangeError(
+      `Cannot run command: ${positionals.join(" ") || "(none)"}`,
+    );
+  }
+
+  const env = (name: string) => runtime.env(`DAKGHAR_${name}`) || undefined;
+  const portText = values.port ?? env("PORT") ?? "8080";
+  const port = /^\d+$/.test(portText) ? Number(portText) : NaN;
+  if (!(port >= 0 && port <= 65535)) {
+    throw new RangeError(`Cannot parse port: ${portText}`);
+  }
+  const autoCreate = env("AUTO_CREATE_TOPICS");
+  return {
+    port,
+    host: values.host ?? env("HOST") ?? "127.0.0.1",
+    dataDir: values["data-dir"] ?? env("DATA_DIR") ?? "./data",
+    autoCreateTopics: values["auto-create-topics"] ??
+      (autoCreate !== undefined && autoCreate !== "0" &&
+        autoCreate !== "false"),
+    token: values.token ?? env("TOKEN"),
+    logLevel: parseLogLevel(values["log-level"] ?? env("LOG_LEVEL") ?? "info"),
+  };
+}
+
+async function main(): Promise<void> {
+  let settings: ServeSettings | "help";
+  try {
+    settings = parseSettings(runtime.args());
+  } catch (error) {
+    console.error(`${(error as Error).message}\n\n${usage}`);
+    runtime.exit(2);
+  }
+  if (settings === "help") {
+    console.log(usage);
+    return;
+  }
+
+  const log = createLogger(
+    textSink((line) => console.error(line)),
+    settings.logLevel,
+  );
+  const running = await startBroker({
+    dataDir: settings.dataDir,
+    port: settings.port,
+    hostname: settings.host,
+    token: settings.token,
+    autoCreateTopics: settings.autoCreateTopics,
+    logger: log,
+    runtime,
+  });
+  log.info("listening", {
+    url: running.url,
+    dataDir: settings.dataDir,
+    runtime: runtime.name,
+    auth: settings.token === undefined ? "none" : "bearer",
+  });
+
+  let stopping = false;
+  runtime.onSignal((signal) => {
+    // A second signal means the graceful close is taking too long.
+    if (stopping) runtime.exit(1);
+    stopping = true;
+    log.info("stopping", { signal });
+    running.stop().then(
+      () => runtime.exit(0),
+      (error) => {
+        log.error("stop failed", { error });
+        runtime.exit(1);
+      },
+    );
+  });
+}
+
+main().catch((error) => {
+  console.error(error instanceof Error ? error.stack ?? error.message : error);
+  runtime.exit(1);
+});
