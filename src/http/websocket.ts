@@ -15,8 +15,11 @@
  * came back to the credit with `sliceBatches` and subtracts what it sends
  * before it sends it, so the count is exact across partitions. A socket
  * whose outgoing buffer is above `bufferedBytesMax` pauses every loop of the
- * session; each loop holds at most one read (`readBytesMax`) at a time, so
- * a session's memory is bounded by its partition count times that.
+ * session. Each loop holds at most one read at a time, and the loops of a
+ * session share `sessionReadBytesMax` between them (each asks for at least
+ * 64 KiB, at most `readBytesMax`), so a session holds about that much read
+ * data plus its socket buffer, whatever its credit. A read still returns
+ * one whole batch when that batch alone is larger.
  */
 import { nanoid } from "nanoid";
 import { Packr } from "msgpackr";
@@ -38,6 +41,8 @@ export interface WebSocketOptions {
   log: Logger;
   /** Most bytes one fetch reads from a partition. */
   readBytesMax: number;
+  /** Bytes the fetches of one session ask for together, split evenly. */
+  sessionReadBytesMax: number;
   /** Long-poll wait of one fetch; a fetch is cancelled early on stop. */
   fetchWaitMs: number;
   /** Fetches pause while the socket has more than this many bytes queued. */
@@ -55,6 +60,7 @@ export interface WebSocketOptions {
 
 const defaults: Omit<WebSocketOptions, "log"> = {
   readBytesMax: 1024 * 1024,
+  sessionReadBytesMax: 16 * 1024 * 1024,
   fetchWaitMs: 5_000,
   bufferedBytesMax: 4 * 1024 * 1024,
   drainCheckMs: 10,
@@ -70,6 +76,7 @@ type FrameEncoding = "json" | "msgpack";
 type Frame = Record<string, unknown>;
 
 const packr = new Packr({ useRecords: false });
+const fetchBytesMin = 64 * 1024;
 
 /**
  * Creates the `/ws` route handler.
@@ -110,6 +117,8 @@ class Session {
   ws: WSContext | undefined;
   encoding: FrameEncoding = "json";
   closed = false;
+  /** Fetch loops running in this session, across subscriptions. */
+  fetchCount = 0;
   readonly subscriptions = new Map<string, Subscription>();
   #subscriptionCount = 0;
   #badFrameTimes: number[] = [];
@@ -608,6 +617,16 @@ class PartitionFetch {
   }
 
   async run(): Promise<void> {
+    const { session } = this.subscription;
+    session.fetchCount++;
+    try {
+      await this.loop();
+    } finally {
+      session.fetchCount--;
+    }
+  }
+
+  async loop(): Promise<void> {
     const { session, settings } = this.subscription;
     const { broker, options } = session;
     while (this.active) {
@@ -622,7 +641,13 @@ class PartitionFetch {
           this.partition,
           this.offset,
           {
-            maxBytes: options.readBytesMax,
+            maxBytes: Math.max(
+              fetchBytesMin,
+              Math.min(
+                options.readBytesMax,
+                Math.floor(options.sessionReadBytesMax / session.fetchCount),
+              ),
+            ),
             maxWaitMs: options.fetchWaitMs,
             signal: this.#abort.signal,
           },
