@@ -14,7 +14,7 @@ import {
   textSink,
 } from "./logger.ts";
 import { runtime } from "./runtime/mod.ts";
-import { startBroker } from "./server.ts";
+import { type RunningBroker, startBroker } from "./server.ts";
 
 const usage = `Usage: dakghar serve [options]
 
@@ -95,6 +95,26 @@ async function main(): Promise<void> {
     textSink((line) => console.error(line)),
     settings.logLevel,
   );
+  // Signals are handled from the start: one that arrives while the broker
+  // starts stops it as soon as it is up.
+  const started: { running?: RunningBroker; signal?: string } = {};
+  const stop = (broker: RunningBroker, signal: string) => {
+    log.info("stopping", { signal });
+    broker.stop().then(
+      () => runtime.exit(0),
+      (error) => {
+        log.error("stop failed", { error });
+        runtime.exit(1);
+      },
+    );
+  };
+  runtime.onSignal((signal) => {
+    // A second signal means the graceful close is taking too long.
+    if (started.signal !== undefined) runtime.exit(1);
+    started.signal = signal;
+    if (started.running) stop(started.running, signal);
+  });
+
   const running = await startBroker({
     dataDir: settings.dataDir,
     port: settings.port,
@@ -110,21 +130,8 @@ async function main(): Promise<void> {
     runtime: runtime.name,
     auth: settings.token === undefined ? "none" : "bearer",
   });
-
-  let stopping = false;
-  runtime.onSignal((signal) => {
-    // A second signal means the graceful close is taking too long.
-    if (stopping) runtime.exit(1);
-    stopping = true;
-    log.info("stopping", { signal });
-    running.stop().then(
-      () => runtime.exit(0),
-      (error) => {
-        log.error("stop failed", { error });
-        runtime.exit(1);
-      },
-    );
-  });
+  started.running = running;
+  if (started.signal !== undefined) stop(running, started.signal);
 }
 
 main().catch((error) => {

@@ -189,7 +189,9 @@ export function createApp(broker: Broker, options: AppOptions): Hono {
       const result = await broker.read(topic, partition, offset, {
         maxBytes: readBytesMax,
         maxWaitMs: query.maxWaitMs,
-        signal: c.req.raw.signal,
+        // Only a long-poll needs to hear that its client went away; reading
+        // the signal at all makes Deno warn about its legacy abort semantics.
+        signal: query.maxWaitMs > 0 ? c.req.raw.signal : undefined,
       });
       const slice = sliceBatches(result.bytes, offset, query.maxRecords);
       const positions = {
