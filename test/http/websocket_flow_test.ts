@@ -19,10 +19,10 @@ interface FakeSocket {
   send(frame: Record<string, unknown>): void;
 }
 
-async function open(
+function open(
   broker: FakeBroker,
   options: { bufferedBytesMax: number; fetchWaitMs?: number },
-): Promise<FakeSocket> {
+): FakeSocket {
   let createEvents: ((c: unknown) => WSEvents) | undefined;
   const upgrade: UpgradeWebSocket = (create) => {
     createEvents = create;
@@ -83,7 +83,7 @@ test("a congested socket pauses fetches until it drains", async () => {
       }]),
     );
   }
-  const socket = await open(broker, { bufferedBytesMax: 1000 });
+  const socket = open(broker, { bufferedBytesMax: 1000 });
   socket.raw.bufferedAmount = 5000;
   socket.send({
     op: "subscribe",
@@ -108,7 +108,7 @@ test("close leaves the group and cancels reads", async () => {
   const broker = new FakeBroker();
   await broker.createTopic("orders", { partitions: 2 });
   // Long polls far longer than the test: only cancellation ends them.
-  const socket = await open(broker, {
+  const socket = open(broker, {
     bufferedBytesMax: 1000,
     fetchWaitMs: 60_000,
   });
