@@ -33,6 +33,7 @@ export function batchOf(
 /** Counts fsyncs and lets a test make writes or fsyncs fail. */
 export class FaultyFileSystem implements FileSystem {
   syncs = 0;
+  bytesRead = 0;
   failWrites = false;
   failSyncs = false;
   /** Resolvers of fsyncs held back while `holdSyncs` is set. */
@@ -46,7 +47,11 @@ export class FaultyFileSystem implements FileSystem {
     return {
       path: handle.path,
       size: () => handle.size(),
-      read: (into, position) => handle.read(into, position),
+      read: (into, position) => {
+        const read = handle.read(into, position);
+        this.bytesRead += read;
+        return read;
+      },
       write: (bytes, position) => {
         if (this.failWrites) throw new Error(`injected write failure ${path}`);
         handle.write(bytes, position);
