@@ -296,6 +296,14 @@ test("createApp() with a token requires it everywhere but /health", async () => 
   assert.is(allowed.status, 200);
 });
 
+test("createApp() takes the token as ?token= on /ws only", async () => {
+  const { app } = await setup({ token: "s3cret" });
+  // No WebSocket helper here, so a request that passes auth finds no route.
+  assert.is((await app.request("/ws?token=s3cret")).status, 404);
+  assert.is((await app.request("/ws?token=wrong")).status, 401);
+  assert.is((await app.request("/topics?token=s3cret")).status, 401);
+});
+
 test("createApp() answers CORS preflights and unknown routes", async () => {
   const { app } = await setup({ token: "s3cret" });
   const preflight = await app.request("/topics", {
