@@ -34,12 +34,6 @@ export interface TopicConfig {
   segmentMs: number;
 }
 
-/** The settings a partition log is opened with: the topic's, minus the partition count. */
-export type PartitionLogConfig = Omit<TopicConfig, "partitions"> & {
-  /** Bytes of log between two offset index entries. */
-  indexIntervalBytes: number;
-};
-
 /** A topic as listed: its name, creation time and settings. */
 export interface TopicDescription {
   name: string;
@@ -60,15 +54,6 @@ export interface PartitionStats {
   /** Bytes on disk in segment files. */
   bytes: number;
   segments: number;
-}
-
-/** What recovery found when a partition log was opened. */
-export interface RecoveryReport {
-  segmentsChecked: number;
-  bytesTruncated: number;
-  indexesRebuilt: number;
-  /** True when the previous run shut down cleanly and no scan was needed. */
-  clean?: boolean;
 }
 
 /** A record parsed at the JSON edge, before it is framed into a batch. */

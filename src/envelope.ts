@@ -18,20 +18,22 @@
  *   `cancel` names the id of the read it cancels;
  * - everything else: the fields of that message type, as below.
  *
- * The first message to a new worker goes over the worker's own port, not a
- * channel: `{ init: <envelope bytes>, port: MessagePort }` (an
- * {@linkcode InitPost}). Everything after it, in both directions, uses the
- * transferred port.
+ * A new worker's own port carries exactly two messages: the actor's
+ * `started` envelope once its handler is installed (a message posted to a
+ * worker still loading its modules may be dropped on Deno), then the
+ * router's `{ init: <envelope bytes>, port: MessagePort }` (an
+ * {@linkcode InitPost}). Everything after that, in both directions, uses
+ * the transferred port.
  */
 import { Packr } from "msgpackr";
 import type { ErrorCode } from "./errors.ts";
 import type { LogFields, LogLevel } from "./logger.ts";
 import type { PortLike } from "./runtime/types.ts";
+import type { PartitionStats } from "./broker.ts";
 import type {
   PartitionLogConfig,
-  PartitionStats,
   RecoveryReport,
-} from "./broker.ts";
+} from "./log/partition_log.ts";
 
 /** Opens a partition actor: recover the log in `dir` with `config`. */
 export interface InitMessage {
@@ -97,6 +99,8 @@ export type PartitionMessage =
     message: string;
     details: Record<string, unknown>;
   }
+  /** On the worker's own port: the actor is ready for `init`. */
+  | { type: "started" }
   /** Unsolicited: a log line for the main thread to write. */
   | { type: "log"; level: LogLevel; message: string; fields: LogFields }
   /** Unsolicited: the log is blocked; the router restarts the actor. */

@@ -15,11 +15,11 @@
  * doubles from 100 ms to 10 s and starts over once an actor has stayed up
  * for a minute.
  */
+import type { PartitionStats } from "../broker.ts";
 import type {
   PartitionLogConfig,
-  PartitionStats,
   RecoveryReport,
-} from "../broker.ts";
+} from "../log/partition_log.ts";
 import {
   decode,
   encode,
@@ -234,11 +234,14 @@ export class PartitionClient {
       });
     });
     this.#ready.catch(() => {});
-    const { data, transfer } = encode(init);
-    worker.postMessage({ init: data, port: channel.port2 }, [
-      ...transfer,
-      channel.port2,
-    ]);
+    worker.onMessage((data) => {
+      if (decode<PartitionMessage>(data).type !== "started") return;
+      const { data: bytes, transfer } = encode(init);
+      worker.postMessage({ init: bytes, port: channel.port2 }, [
+        ...transfer,
+        channel.port2,
+      ]);
+    });
 
     for (const { message, pending } of this.#queued) {
       this.#pending.set(message.id, pending);
@@ -256,6 +259,8 @@ export class PartitionClient {
         return;
       case "fatal":
         return this.#died(worker, `${message.code}: ${message.message}`);
+      case "started":
+        return;
     }
     const pending = this.#pending.get(message.id);
     if (pending === undefined) return;
@@ -326,7 +331,12 @@ export class PartitionClient {
       logStartOffset: stats.logStartOffset,
       logEndOffset: stats.logEndOffset,
       segments: stats.segments,
-      ...recovery,
+      clean: recovery.clean,
+      segmentsChecked: recovery.segmentsChecked,
+      bytesTruncated: recovery.bytesTruncated,
+      indexesRebuilt: recovery.indexesRebuilt,
+      filesDeleted: recovery.filesDeleted,
+      corruptions: recovery.corruptions.length,
     });
   }
 }

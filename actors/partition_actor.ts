@@ -1,0 +1,368 @@
+/**
+ * Worker entry: one partition actor owns one PartitionLog.
+ *
+ * The router starts this file in a worker thread and posts an `init` with a
+ * MessagePort (see src/envelope.ts); every later message, both ways, goes
+ * over that port. The actor handles one message at a time on its own
+ * thread, so the log needs no locking.
+ *
+ * Durability, per the topic's flush policy:
+ * - "sync": every append asks for a flush; PartitionLog coalesces them into
+ *   one fsync (group commit) and `appended` is sent when the flush covering
+ *   the append resolves, which is also when its records become visible;
+ * - "interval": `appended` is sent at once and a timer flushes.
+ *
+ * A read at the high watermark waits up to `maxWaitMs`; it is answered as
+ * soon as a flush makes data visible, on `cancel`, or on timeout with no
+ * bytes. A failed write or fsync blocks the log: the actor sends `fatal`
+ * and stops handling messages; the router terminates and restarts it, and
+ * recovery runs from disk.
+ */
+import {
+  decode,
+  type InitMessage,
+  type InitPost,
+  type PartitionMessage,
+  type RouterMessage,
+  send,
+  wrapMessagePort,
+} from "../src/envelope.ts";
+import { DakgharError, errorToData } from "../src/errors.ts";
+import {
+  PartitionLog,
+  type PartitionLogConfig,
+} from "../src/log/partition_log.ts";
+import { createLogger, type LogFields, type Logger } from "../src/logger.ts";
+import { runtime } from "../src/runtime/mod.ts";
+import type { PortLike } from "../src/runtime/types.ts";
+import type { PartitionStats } from "../src/broker.ts";
+
+/** How often segments are checked for age roll and retention. */
+const MAINTENANCE_INTERVAL_MS = 5000;
+
+/** Errors that are the request's fault; anything else blocks the actor. */
+const requestErrors = new Set([
+  "bad_request",
+  "malformed_batch",
+  "record_too_large",
+  "offset_out_of_range",
+  "invalid_config",
+]);
+
+interface WaitingRead {
+  offset: number;
+  maxBytes: number;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+class InvariantError extends Error {
+  override name = "InvariantError";
+}
+
+function assert(condition: boolean, message: string): asserts condition {
+  if (!condition) throw new InvariantError(message);
+}
+
+/** Plain-data fields: Errors cross as their message. */
+function plainFields(fields: LogFields): LogFields {
+  const plain: LogFields = {};
+  for (const [key, value] of Object.entries(fields)) {
+    plain[key] = value instanceof Error ? value.message : value;
+  }
+  return plain;
+}
+
+class PartitionActor {
+  readonly #port: PortLike;
+  readonly #topic: string;
+  readonly #partition: number;
+  readonly #dir: string;
+  readonly #log: Logger;
+  #config: PartitionLogConfig;
+  #partitionLog: PartitionLog | null = null;
+  readonly #waiting = new Map<number, WaitingRead>();
+  #maintenanceTimer: ReturnType<typeof setInterval> | undefined;
+  #flushTimer: ReturnType<typeof setInterval> | undefined;
+  /** Set once fatal or closed: no further requests are served. */
+  #stopped = false;
+
+  constructor(init: InitMessage, port: PortLike) {
+    this.#port = port;
+    this.#topic = init.topic;
+    this.#partition = init.partition;
+    this.#dir = init.dir;
+    this.#config = init.config;
+    this.#log = createLogger((level, scope, message, fields) => {
+      send(this.#port, {
+        type: "log",
+        level,
+        message: scope ? `${scope} ${message}` : message,
+        fields: plainFields(fields),
+      });
+    }, "debug");
+  }
+
+  /** Opens (and recovers) the log, then answers `ready`. */
+  start(init: InitMessage): void {
+    try {
+      const log = this.#openLog();
+      this.#reply({
+        type: "ready",
+        id: init.id,
+        stats: this.#stats(log),
+        recovery: log.recovery,
+      });
+    } catch (error) {
+      this.#replyError(init.id, error);
+      this.#fatal(error);
+      return;
+    }
+    this.#port.onMessage((data) => this.#handle(decode<RouterMessage>(data)));
+    this.#maintenanceTimer = setInterval(
+      () => this.#maintain(),
+      MAINTENANCE_INTERVAL_MS,
+    );
+  }
+
+  #openLog(): PartitionLog {
+    const log = PartitionLog.open(
+      runtime.fs,
+      this.#dir,
+      this.#config,
+      this.#log,
+    );
+    this.#partitionLog = log;
+    this.#startFlushTimer();
+    return log;
+  }
+
+  #startFlushTimer(): void {
+    clearInterval(this.#flushTimer);
+    if (this.#config.flush === "interval") {
+      this.#flushTimer = setInterval(
+        () => this.#flush(),
+        this.#config.flushIntervalMs,
+      );
+    }
+  }
+
+  #handle(message: RouterMessage): void {
+    if (this.#stopped) {
+      if ("id" in message) {
+        this.#replyError(
+          message.id,
+          new DakgharError("partition_unavailable", "Partition is stopping", {
+            topic: this.#topic,
+            partition: this.#partition,
+          }),
+        );
+      }
+      return;
+    }
+    try {
+      this.#dispatch(message);
+    } catch (error) {
+      this.#replyError(message.id, error);
+      if (!(error instanceof DakgharError && requestErrors.has(error.code))) {
+        this.#fatal(error);
+      }
+    }
+  }
+
+  #dispatch(message: RouterMessage): void {
+    const log = this.#partitionLog;
+    assert(log !== null, "message before the log was opened");
+    switch (message.type) {
+      case "append":
+        return this.#append(log, message.id, message.batches);
+      case "read":
+        return this.#read(log, message);
+      case "cancel":
+        return this.#answerWaiting(message.id, true);
+      case "offsetForTime":
+        return this.#reply({
+          type: "offset",
+          id: message.id,
+          offset: log.offsetForTime(message.timestamp),
+        });
+      case "stats":
+        return this.#reply({
+          type: "stats",
+          id: message.id,
+          stats: this.#stats(log),
+        });
+      case "configure":
+        return this.#configure(log, message.id, message.config);
+      case "close":
+        return void this.#close(log, message.id, message.deleteFiles);
+      case "init":
+        throw new DakgharError("bad_request", "Partition already initialized");
+    }
+  }
+
+  #append(log: PartitionLog, id: number, batches: Uint8Array): void {
+    const result = log.append(batches, Date.now());
+    const appended: PartitionMessage = { type: "appended", id, ...result };
+    if (this.#config.flush === "interval") {
+      this.#reply(appended);
+      this.#wakeReaders(log);
+      return;
+    }
+    log.flush().then(() => {
+      if (this.#stopped) return;
+      this.#reply(appended);
+      this.#wakeReaders(log);
+    }, (error) => {
+      this.#replyError(id, error);
+      this.#fatal(error);
+    });
+  }
+
+  #read(
+    log: PartitionLog,
+    request: Extract<RouterMessage, { type: "read" }>,
+  ): void {
+    const { id, offset, maxBytes, maxWaitMs } = request;
+    const caughtUp = offset >= log.highWatermark &&
+      offset <= log.logEndOffset;
+    if (!caughtUp) return this.#replyRecords(log, id, offset, maxBytes);
+    if (maxWaitMs <= 0) return this.#replyEmpty(log, id);
+    const timer = setTimeout(() => this.#answerWaiting(id, true), maxWaitMs);
+    this.#waiting.set(id, { offset, maxBytes, timer });
+  }
+
+  #replyRecords(
+    log: PartitionLog,
+    id: number,
+    offset: number,
+    maxBytes: number,
+  ): void {
+    const bytes = log.read(offset, maxBytes);
+    this.#reply({
+      type: "records",
+      id,
+      bytes,
+      highWatermark: log.highWatermark,
+      logStartOffset: log.logStartOffset,
+      logEndOffset: log.logEndOffset,
+    });
+  }
+
+  #replyEmpty(log: PartitionLog, id: number): void {
+    this.#reply({
+      type: "records",
+      id,
+      bytes: new Uint8Array(0),
+      highWatermark: log.highWatermark,
+      logStartOffset: log.logStartOffset,
+      logEndOffset: log.logEndOffset,
+    });
+  }
+
+  /** Answers a waiting read: empty when `empty`, else with what is readable now. */
+  #answerWaiting(id: number, empty: boolean): void {
+    const waiting = this.#waiting.get(id);
+    const log = this.#partitionLog;
+    if (waiting === undefined || log === null) return;
+    this.#waiting.delete(id);
+    clearTimeout(waiting.timer);
+    try {
+      if (empty) this.#replyEmpty(log, id);
+      else this.#replyRecords(log, id, waiting.offset, waiting.maxBytes);
+    } catch (error) {
+      // Retention may have passed the offset while the read waited.
+      this.#replyError(id, error);
+    }
+  }
+
+  #wakeReaders(log: PartitionLog): void {
+    for (const [id, waiting] of [...this.#waiting]) {
+      if (waiting.offset < log.highWatermark) this.#answerWaiting(id, false);
+    }
+  }
+
+  #flush(): void {
+    const log = this.#partitionLog;
+    if (log === null || this.#stopped) return;
+    log.flush().then(() => this.#wakeReaders(log), (error) => {
+      this.#fatal(error);
+    });
+  }
+
+  #maintain(): void {
+    const log = this.#partitionLog;
+    if (log === null || this.#stopped) return;
+    try {
+      const now = Date.now();
+      log.maybeRoll(now);
+      log.maybeApplyRetention(now);
+    } catch (error) {
+      this.#fatal(error);
+    }
+  }
+
+  #configure(log: PartitionLog, id: number, config: PartitionLogConfig): void {
+    const wasInterval = this.#config.flush === "interval";
+    log.configure(config);
+    this.#config = config;
+    this.#startFlushTimer();
+    // Leaving "interval" for "sync": make what was acked so far durable.
+    if (wasInterval && config.flush === "sync") this.#flush();
+    this.#reply({ type: "configured", id });
+  }
+
+  async #close(
+    log: PartitionLog,
+    id: number,
+    deleteFiles: boolean,
+  ): Promise<void> {
+    this.#stopped = true;
+    clearInterval(this.#maintenanceTimer);
+    clearInterval(this.#flushTimer);
+    try {
+      await log.flush();
+      for (const id of [...this.#waiting.keys()]) this.#answerWaiting(id, true);
+      if (deleteFiles) log.delete();
+      else log.close();
+      this.#reply({ type: "closed", id });
+    } catch (error) {
+      this.#replyError(id, error);
+    }
+    this.#port.close();
+    runtime.parentPort().close();
+  }
+
+  #stats(log: PartitionLog): PartitionStats {
+    return { partition: this.#partition, ...log.stats() };
+  }
+
+  #fatal(error: unknown): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearInterval(this.#maintenanceTimer);
+    clearInterval(this.#flushTimer);
+    const data = errorToData(error);
+    this.#log.error("partition blocked", {
+      topic: this.#topic,
+      partition: this.#partition,
+      error: data.message,
+    });
+    send(this.#port, { type: "fatal", code: data.code, message: data.message });
+  }
+
+  #reply(message: PartitionMessage): void {
+    send(this.#port, message);
+  }
+
+  #replyError(id: number, error: unknown): void {
+    send(this.#port, { type: "error", id, ...errorToData(error) });
+  }
+}
+
+const parent = runtime.parentPort();
+parent.onMessage((data) => {
+  const { init, port } = data as InitPost;
+  const message = decode<InitMessage>(init);
+  new PartitionActor(message, wrapMessagePort(port)).start(message);
+});
+send(parent, { type: "started" });

@@ -1,0 +1,419 @@
+/**
+ * The router actor: implements the Broker interface on the main thread.
+ *
+ * It owns topic metadata, one PartitionClient per partition (each a worker
+ * running actors/partition_actor.ts), the partitioners and the consumer
+ * groups, and talks to partitions only by messages. It runs beside the
+ * front end rather than on a worker of its own, which saves two thread hops
+ * on every publish and fetch.
+ */
+import type {
+  Broker,
+  GroupDescription,
+  GroupSummary,
+  MemberHandle,
+  PartitionStats,
+  ProducerRecord,
+  PublishOptions,
+  PublishResult,
+  ReadOptions,
+  ReadResult,
+  RecordPosition,
+  StartPosition,
+  TopicConfig,
+  TopicDescription,
+} from "../src/broker.ts";
+import { DakgharError, UnknownTopicError } from "../src/errors.ts";
+import type { PartitionLogConfig } from "../src/log/partition_log.ts";
+import { type BatchRecord, encodeBatch } from "../src/log/record_batch.ts";
+import { type Logger, silentLogger } from "../src/logger.ts";
+import { GroupCoordinator } from "../src/router/group_coordinator.ts";
+import { OffsetStore } from "../src/router/offset_store.ts";
+import { PartitionClient } from "../src/router/partition_client.ts";
+import { Partitioner } from "../src/router/partitioner.ts";
+import {
+  defaultTopicConfig,
+  resolveTopicConfig,
+  TopicStore,
+} from "../src/router/topic_store.ts";
+import type { Runtime } from "../src/runtime/types.ts";
+
+/** Bytes of log between two offset index entries, for every partition. */
+const INDEX_INTERVAL_BYTES = 4096;
+
+/** Options for {@linkcode startRouter}. */
+export interface RouterOptions {
+  /** Holds topics/ and groups/. */
+  dataDir: string;
+  /** The file system and worker halves of the runtime; a whole `Runtime` fits. */
+  runtime: Pick<Runtime, "fs" | "startWorker">;
+  logger?: Logger;
+  /** Create a topic with default settings on its first publish (default false). */
+  autoCreateTopics?: boolean;
+  /** Settings for topics created without them; defaults to `defaultTopicConfig`. */
+  topicDefaults?: Partial<TopicConfig>;
+}
+
+interface Topic {
+  description: TopicDescription;
+  partitioner: Partitioner;
+  partitions: PartitionClient[];
+}
+
+/**
+ * Loads every topic, starts its partition actors (each recovers its log)
+ * and loads the consumer groups.
+ *
+ * @example
+ * ```ts
+ * const broker = await startRouter({ dataDir: "data", runtime });
+ * await broker.createTopic("orders", { partitions: 3 });
+ * ```
+ */
+export async function startRouter(
+  options: RouterOptions,
+): Promise<RouterActor> {
+  const router = new RouterActor(options);
+  await router.start();
+  return router;
+}
+
+/** The Broker on the main thread. Create it with {@linkcode startRouter}. */
+export class RouterActor implements Broker {
+  readonly #options: RouterOptions;
+  readonly #log: Logger;
+  readonly #store: TopicStore;
+  readonly #groups: GroupCoordinator;
+  readonly #topics = new Map<string, Topic>();
+  readonly #creating = new Map<string, Promise<TopicDescription>>();
+  readonly #topicDefaults: TopicConfig;
+  #closing = false;
+
+  constructor(options: RouterOptions) {
+    this.#options = options;
+    this.#log = (options.logger ?? silentLogger).scope("router");
+    this.#topicDefaults = resolveTopicConfig(
+      options.topicDefaults,
+      defaultTopicConfig,
+    );
+    this.#store = new TopicStore(
+      options.runtime.fs,
+      options.dataDir,
+      this.#log,
+    );
+    this.#groups = new GroupCoordinator({
+      store: new OffsetStore(options.runtime.fs, options.dataDir, this.#log),
+      partitionCount: (topic) => this.#topic(topic).partitions.length,
+      logRanges: (topic) => this.#stats(this.#topic(topic)),
+      log: this.#log.scope("groups"),
+    });
+  }
+
+  /** Loads topics and groups; called once by {@linkcode startRouter}. */
+  async start(): Promise<void> {
+    const started: Promise<unknown>[] = [];
+    for (const description of this.#store.load()) {
+      started.push(this.#startTopic(description));
+    }
+    this.#groups.load();
+    const results = await Promise.allSettled(started);
+    const failed = results.filter((r) => r.status === "rejected").length;
+    this.#log.info("router started", {
+      topics: this.#topics.size,
+      failedTopics: failed,
+    });
+  }
+
+  async createTopic(
+    name: string,
+    options?: Partial<TopicConfig>,
+  ): Promise<TopicDescription> {
+    this.#checkOpen();
+    const description = this.#store.create(
+      name,
+      options,
+      Date.now(),
+      this.#topicDefaults,
+    );
+    this.#log.info("topic created", { topic: name, ...description.config });
+    await this.#startTopic(description);
+    return description;
+  }
+
+  listTopics(): TopicDescription[] {
+    return this.#store.list();
+  }
+
+  async describeTopic(
+    name: string,
+  ): Promise<TopicDescription & { partitions: PartitionStats[] }> {
+    const topic = this.#topic(name);
+    return { ...topic.description, partitions: await this.#stats(topic) };
+  }
+
+  async deleteTopic(name: string): Promise<void> {
+    this.#checkOpen();
+    const topic = this.#topic(name);
+    this.#topics.delete(name);
+    await Promise.all(topic.partitions.map((p) => p.close(true)));
+    this.#store.delete(name);
+    await this.#groups.forgetTopic(name);
+    this.#log.info("topic deleted", { topic: name });
+  }
+
+  async publish(
+    topicName: string,
+    batch: Uint8Array,
+    options: PublishOptions = {},
+  ): Promise<PublishResult> {
+    this.#checkOpen();
+    const topic = await this.#topicForPublish(topicName);
+    const partition = options.partition !== undefined
+      ? this.#checkPartition(topic, options.partition)
+      : topic.partitioner.choose(options.key);
+    const reply = await topic.partitions[partition].request({
+      type: "append",
+      batches: batch,
+    });
+    return {
+      partition,
+      baseOffset: reply.baseOffset,
+      lastOffset: reply.lastOffset,
+      appendTime: reply.appendTime,
+    };
+  }
+
+  async publishRecords(
+    topicName: string,
+    records: ProducerRecord[],
+  ): Promise<RecordPosition[]> {
+    this.#checkOpen();
+    if (records.length === 0) return [];
+    const topic = await this.#topicForPublish(topicName);
+
+    // Records without key or partition stick to one partition per call, so
+    // a keyless burst makes one batch instead of one per partition.
+    let keyless: number | undefined;
+    const byPartition = new Map<number, number[]>();
+    records.forEach((record, index) => {
+      const partition = record.partition !== undefined
+        ? this.#checkPartition(topic, record.partition)
+        : record.key != null
+        ? topic.partitioner.choose(record.key)
+        : (keyless ??= topic.partitioner.choose(null));
+      const indexes = byPartition.get(partition) ?? [];
+      indexes.push(index);
+      byPartition.set(partition, indexes);
+    });
+
+    const now = Date.now();
+    const positions: RecordPosition[] = new Array(records.length);
+    await Promise.all(
+      [...byPartition].map(async ([partition, indexes]) => {
+        const batch = encodeBatch(indexes.map((index): BatchRecord => {
+          const record = records[index];
+          return {
+            key: record.key ?? null,
+            value: record.value,
+            headers: record.headers ?? [],
+            timestamp: record.timestamp ?? now,
+          };
+        }));
+        const reply = await topic.partitions[partition].request({
+          type: "append",
+          batches: batch,
+        });
+        indexes.forEach((recordIndex, i) => {
+          positions[recordIndex] = { partition, offset: reply.baseOffset + i };
+        });
+      }),
+    );
+    return positions;
+  }
+
+  async read(
+    topicName: string,
+    partition: number,
+    offset: number,
+    options: ReadOptions,
+  ): Promise<ReadResult> {
+    this.#checkOpen();
+    const topic = this.#topic(topicName);
+    this.#checkPartition(topic, partition);
+    if (!Number.isSafeInteger(offset) || offset < 0) {
+      throw new DakgharError("bad_request", `Invalid offset: ${offset}`, {
+        offset,
+      });
+    }
+    const reply = await topic.partitions[partition].request({
+      type: "read",
+      offset,
+      maxBytes: options.maxBytes,
+      maxWaitMs: options.maxWaitMs,
+    }, options.signal);
+    return {
+      bytes: reply.bytes,
+      highWatermark: reply.highWatermark,
+      logStartOffset: reply.logStartOffset,
+      logEndOffset: reply.logEndOffset,
+    };
+  }
+
+  async offsetForTime(
+    topicName: string,
+    partition: number,
+    timestamp: number,
+  ): Promise<number> {
+    this.#checkOpen();
+    const topic = this.#topic(topicName);
+    this.#checkPartition(topic, partition);
+    const reply = await topic.partitions[partition].request({
+      type: "offsetForTime",
+      timestamp,
+    });
+    return reply.offset;
+  }
+
+  async joinGroup(
+    group: string,
+    topic: string,
+    member: MemberHandle,
+    from: StartPosition,
+  ): Promise<void> {
+    this.#checkOpen();
+    await this.#groups.joinGroup(group, topic, member, from);
+  }
+
+  leaveGroup(group: string, memberId: string): void {
+    void this.#groups.leaveGroup(group, memberId).catch((error) =>
+      this.#log.warn("rebalance after leave failed", { group, error })
+    );
+  }
+
+  // async so that every failure is a rejection; the checks still run
+  // synchronously, before the first await, which lets a member commit from
+  // inside onRevocation.
+  async commit(
+    group: string,
+    topic: string,
+    partition: number,
+    offset: number,
+    memberId: string,
+    generation: number,
+  ): Promise<void> {
+    this.#checkOpen();
+    await this.#groups.commit(
+      group,
+      topic,
+      partition,
+      offset,
+      memberId,
+      generation,
+    );
+  }
+
+  describeGroup(name: string): Promise<GroupDescription> {
+    return this.#groups.describeGroup(name);
+  }
+
+  listGroups(): GroupSummary[] {
+    return this.#groups.listGroups();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    await this.#groups.close();
+    const partitions = [...this.#topics.values()].flatMap((t) => t.partitions);
+    await Promise.all(partitions.map((p) => p.close(false)));
+    this.#topics.clear();
+    this.#log.info("router closed", { partitions: partitions.length });
+  }
+
+  /** A partition's actor, for tests that kill workers. */
+  partitionClient(topic: string, partition: number): PartitionClient {
+    const found = this.#topic(topic).partitions[partition];
+    if (found === undefined) throw new RangeError(`No partition ${partition}`);
+    return found;
+  }
+
+  #startTopic(description: TopicDescription): Promise<PartitionStats[]> {
+    const { partitions: count, ...settings } = description.config;
+    const config: PartitionLogConfig = {
+      ...settings,
+      indexIntervalBytes: INDEX_INTERVAL_BYTES,
+    };
+    const partitions: PartitionClient[] = [];
+    for (let partition = 0; partition < count; partition++) {
+      partitions.push(
+        new PartitionClient({
+          topic: description.name,
+          partition,
+          dir: this.#store.partitionDir(description.name, partition),
+          config,
+          startWorker: this.#options.runtime.startWorker,
+          log: this.#log.scope("partition", {
+            topic: description.name,
+            partition,
+          }),
+        }),
+      );
+    }
+    this.#topics.set(description.name, {
+      description,
+      partitioner: new Partitioner(count),
+      partitions,
+    });
+    return Promise.all(partitions.map((p) => p.start()));
+  }
+
+  #topic(name: string): Topic {
+    const topic = this.#topics.get(name);
+    if (topic === undefined) throw new UnknownTopicError(name);
+    return topic;
+  }
+
+  async #topicForPublish(name: string): Promise<Topic> {
+    const topic = this.#topics.get(name);
+    if (topic !== undefined) return topic;
+    if (!this.#options.autoCreateTopics) throw new UnknownTopicError(name);
+
+    // Concurrent first publishes share one create.
+    let creating = this.#creating.get(name);
+    if (creating === undefined) {
+      creating = this.createTopic(name).finally(() =>
+        this.#creating.delete(name)
+      );
+      this.#creating.set(name, creating);
+    }
+    await creating;
+    return this.#topic(name);
+  }
+
+  #checkPartition(topic: Topic, partition: number): number {
+    if (
+      !Number.isInteger(partition) || partition < 0 ||
+      partition >= topic.partitions.length
+    ) {
+      throw new DakgharError(
+        "unknown_partition",
+        `Partition not found: ${topic.description.name}/${partition}`,
+        { topic: topic.description.name, partition },
+      );
+    }
+    return partition;
+  }
+
+  async #stats(topic: Topic): Promise<PartitionStats[]> {
+    const replies = await Promise.all(
+      topic.partitions.map((p) => p.request({ type: "stats" })),
+    );
+    return replies.map((reply) => reply.stats);
+  }
+
+  #checkOpen(): void {
+    if (this.#closing) {
+      throw new DakgharError("shutting_down", "Broker is shutting down");
+    }
+  }
+}
