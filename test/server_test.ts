@@ -112,6 +112,22 @@ test("startBroker() serves topics, records and reads over HTTP", async () => {
   });
 });
 
+test("startBroker() answers a long-poll read when a record arrives", async () => {
+  await withBroker(async (running) => {
+    await call(running, "POST", "/topics", { name: "ticks" });
+    const polling = call(
+      running,
+      "GET",
+      "/topics/ticks/partitions/0/records?offset=0&maxWaitMs=10000",
+    );
+    await call(running, "POST", "/topics/ticks/records", { value: "tick" });
+    const read = await polling;
+    const records = read.json.records as { value: string }[];
+    assert.equal(records.map((r) => r.value), ["tick"]);
+    assert.is(read.json.nextOffset, 1);
+  });
+});
+
 test("startBroker() keeps records across a restart on the same data dir", async () => {
   const dataDir = mkdtempSync(join(tmpdir(), "dakghar-server-"));
   try {
