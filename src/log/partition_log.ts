@@ -50,7 +50,13 @@ import {
   stampBatch,
   validateBatches,
 } from "./record_batch.ts";
-import { Segment, SEGMENT_U32_LIMIT, type SegmentRecovery } from "./segment.ts";
+import {
+  Segment,
+  SEGMENT_U32_LIMIT,
+  segmentFileName,
+  type SegmentOptions,
+  type SegmentRecovery,
+} from "./segment.ts";
 
 /** A partition's storage settings. */
 export interface PartitionLogConfig {
@@ -197,106 +203,10 @@ export class PartitionLog {
       corruptions: [],
       logEndOffset: 0,
     };
-
-    // What the directory holds.
-    const logBases = new Set<number>();
-    const allBases = new Set<number>();
-    for (const entry of fs.list(dir)) {
-      const match = SEGMENT_FILE.exec(entry.name);
-      if (match && entry.isFile) {
-        allBases.add(Number(match[1]));
-        if (match[2] === "log") logBases.add(Number(match[1]));
-      } else if (entry.name.endsWith(".tmp")) {
-        fs.remove(`${dir}/${entry.name}`);
-        report.filesDeleted++;
-      }
-    }
-    const marker = readOffsetFile(fs, `${dir}/${CLEAN_SHUTDOWN}`);
-    const point = marker ?? readOffsetFile(fs, `${dir}/${RECOVERY_POINT}`) ?? 0;
-    report.clean = marker !== null;
-    let floor = point;
-    for (const base of allBases) floor = Math.max(floor, base);
-
-    // Index files whose log is gone.
-    for (const base of allBases) {
-      if (logBases.has(base)) continue;
-      for (const extension of ["index", "timeindex"]) {
-        const path = `${dir}/${String(base).padStart(20, "0")}.${extension}`;
-        if (fs.exists(path)) {
-          fs.remove(path);
-          report.filesDeleted++;
-          log.warn("index without a segment deleted", { path });
-        }
-      }
-    }
-
-    // Segments in offset order, each checked as deeply as the table says.
-    const bases = [...logBases].sort((a, b) => a - b);
+    const found = scanDirectory(fs, dir, report, log);
     const options = { indexIntervalBytes: config.indexIntervalBytes };
-    const segments: Segment[] = [];
-    let cut = false;
-    try {
-      for (let i = 0; i < bases.length; i++) {
-        const base = bases[i];
-        const previous = segments[segments.length - 1];
-        if (cut || (previous && previous.nextOffset > base)) {
-          if (!cut) {
-            log.warn("segment overlaps the previous one", { base });
-          }
-          cut = true;
-          report.bytesTruncated += Math.max(
-            0,
-            fs.sizeOf(`${dir}/${String(base).padStart(20, "0")}.log`),
-          );
-          deleteSegmentFiles(fs, dir, base);
-          report.filesDeleted++;
-          log.warn("segment after a truncation deleted", { base });
-          continue;
-        }
-        if (previous && previous.nextOffset < base) {
-          log.warn("offsets missing between segments", {
-            from: previous.nextOffset,
-            to: base,
-          });
-        }
-        const reachesPoint = i === bases.length - 1 || bases[i + 1] > point;
-        const { segment, recovery } = Segment.open(
-          fs,
-          dir,
-          base,
-          options,
-          !report.clean && reachesPoint,
-          log,
-        );
-        segments.push(segment);
-        addSegmentRecovery(report, segment, recovery);
-        if (recovery.corruptPosition >= 0) cut = true;
-      }
-      if (
-        segments.length > 0 && segments[segments.length - 1].nextOffset > floor
-      ) {
-        floor = segments[segments.length - 1].nextOffset;
-      }
-    } catch (error) {
-      for (const segment of segments) segment.close();
-      throw error;
-    }
-
-    // The active segment must start at or after every offset ever named.
-    const active = segments[segments.length - 1];
-    if (!active || active.nextOffset < floor) {
-      if (active && active.sizeBytes === 0) {
-        segments.pop()!.delete();
-      } else if (active) {
-        log.warn("log end raised past lost offsets", {
-          from: active.nextOffset,
-          to: floor,
-        });
-        active.syncNow();
-      }
-      segments.push(Segment.create(fs, dir, floor, options));
-      fs.syncDirectory(dir);
-    }
+    const segments = openSegments(fs, dir, options, found, report, log);
+    startActiveSegment(fs, dir, options, segments, found.floor, log);
 
     // Recovered bytes may sit only in the page cache after a process crash.
     if (!report.clean) segments[segments.length - 1].syncNow();
@@ -672,6 +582,150 @@ export class PartitionLog {
   }
 }
 
+/** What the partition directory holds before any segment is opened. */
+interface DirectoryScan {
+  /** Base offsets that have a `.log` file, ascending. */
+  bases: number[];
+  /** Everything below it was verified at the last open or clean close. */
+  recoveryPoint: number;
+  /** The least log end offset allowed: no offset named on disk is reused. */
+  floor: number;
+}
+
+/**
+ * Lists segment files, reads the marker and recovery point, and deletes
+ * temporary files and indexes whose `.log` is gone.
+ */
+function scanDirectory(
+  fs: FileSystem,
+  dir: string,
+  report: RecoveryReport,
+  log: Logger,
+): DirectoryScan {
+  const logBases = new Set<number>();
+  const indexPaths = new Map<number, string[]>();
+  let floor = 0;
+  for (const entry of fs.list(dir)) {
+    const match = SEGMENT_FILE.exec(entry.name);
+    if (match && entry.isFile) {
+      const base = Number(match[1]);
+      floor = Math.max(floor, base);
+      if (match[2] === "log") logBases.add(base);
+      else indexPaths.set(base, [...indexPaths.get(base) ?? [], entry.name]);
+    } else if (entry.name.endsWith(".tmp")) {
+      fs.remove(`${dir}/${entry.name}`);
+      report.filesDeleted++;
+    }
+  }
+
+  for (const [base, names] of indexPaths) {
+    if (logBases.has(base)) continue;
+    for (const name of names) {
+      fs.remove(`${dir}/${name}`);
+      report.filesDeleted++;
+      log.warn("index without a segment deleted", { path: `${dir}/${name}` });
+    }
+  }
+
+  const marker = readOffsetFile(fs, `${dir}/${CLEAN_SHUTDOWN}`);
+  const recoveryPoint = marker ??
+    readOffsetFile(fs, `${dir}/${RECOVERY_POINT}`) ?? 0;
+  report.clean = marker !== null;
+  return {
+    bases: [...logBases].sort((a, b) => a - b),
+    recoveryPoint,
+    floor: Math.max(floor, recoveryPoint),
+  };
+}
+
+/**
+ * Opens the segments in offset order, each checked as deeply as the table
+ * at the top says. After a segment cut at a bad batch, or one overlapping
+ * its predecessor, every later segment is deleted.
+ */
+function openSegments(
+  fs: FileSystem,
+  dir: string,
+  options: SegmentOptions,
+  found: DirectoryScan,
+  report: RecoveryReport,
+  log: Logger,
+): Segment[] {
+  const { bases, recoveryPoint } = found;
+  const segments: Segment[] = [];
+  let cut = false;
+  try {
+    for (let i = 0; i < bases.length; i++) {
+      const base = bases[i];
+      const previous = segments.at(-1);
+      if (!cut && previous && previous.nextOffset > base) {
+        log.warn("segment overlaps the previous one", { base });
+        cut = true;
+      }
+      if (cut) {
+        const path = `${dir}/${segmentFileName(base, "log")}`;
+        report.bytesTruncated += Math.max(0, fs.sizeOf(path));
+        deleteSegmentFiles(fs, dir, base);
+        report.filesDeleted++;
+        log.warn("segment after a truncation deleted", { path });
+        continue;
+      }
+      if (previous && previous.nextOffset < base) {
+        log.warn("offsets missing between segments", {
+          from: previous.nextOffset,
+          to: base,
+        });
+      }
+
+      const reachesPoint = i === bases.length - 1 ||
+        bases[i + 1] > recoveryPoint;
+      const verify = !report.clean && reachesPoint;
+      const { segment, recovery } = Segment.open(
+        fs,
+        dir,
+        base,
+        options,
+        verify,
+        log,
+      );
+      segments.push(segment);
+      addSegmentRecovery(report, segment, recovery);
+      if (recovery.corruptPosition >= 0) cut = true;
+    }
+  } catch (error) {
+    for (const segment of segments) segment.close();
+    throw error;
+  }
+  return segments;
+}
+
+/**
+ * Makes sure the last segment ends at or after `floor`, starting a new
+ * segment there when needed (replacing an empty last one).
+ */
+function startActiveSegment(
+  fs: FileSystem,
+  dir: string,
+  options: SegmentOptions,
+  segments: Segment[],
+  floor: number,
+  log: Logger,
+): void {
+  const active = segments.at(-1);
+  if (active && active.nextOffset >= floor) return;
+  if (active && active.sizeBytes === 0) {
+    segments.pop()!.delete();
+  } else if (active) {
+    log.warn("log end raised past lost offsets", {
+      from: active.nextOffset,
+      to: floor,
+    });
+    active.syncNow();
+  }
+  segments.push(Segment.create(fs, dir, floor, options));
+  fs.syncDirectory(dir);
+}
+
 function addSegmentRecovery(
   report: RecoveryReport,
   segment: Segment,
@@ -691,10 +745,9 @@ function addSegmentRecovery(
 }
 
 function deleteSegmentFiles(fs: FileSystem, dir: string, base: number): void {
-  const name = String(base).padStart(20, "0");
-  fs.remove(`${dir}/${name}.index`);
-  fs.remove(`${dir}/${name}.timeindex`);
-  fs.remove(`${dir}/${name}.log`);
+  fs.remove(`${dir}/${segmentFileName(base, "index")}`);
+  fs.remove(`${dir}/${segmentFileName(base, "timeindex")}`);
+  fs.remove(`${dir}/${segmentFileName(base, "log")}`);
 }
 
 /** Reads `{"logEndOffset":N}`; null when missing or unreadable. */

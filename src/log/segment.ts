@@ -285,7 +285,7 @@ export class Segment {
     const reader = new ChunkReader(
       this.#log,
       this.#sizeBytes,
-      Math.max(4096, Math.min(maxBytes, 1 << 20)),
+      Math.max(4096, Math.min(maxBytes, 64 * 1024)),
     );
     let p = offset <= this.baseOffset
       ? 0
