@@ -14,6 +14,14 @@ import type { ServeOptions, Server, UpgradeWebSocket } from "./types.ts";
 const webSockets = new WeakMap<Hono, NodeWebSocket>();
 
 /**
+ * How often open WebSockets are pinged. A client that vanished without
+ * closing (a dead network path) misses a pong and is terminated at the next
+ * round, which ends its session; Deno's upgrade does the same by itself with
+ * its 120 s idle timeout.
+ */
+const HEARTBEAT_MS = 30_000;
+
+/**
  * Returns the WebSocket upgrade helper for `app`.
  *
  * @param app the app whose routes will upgrade
@@ -48,6 +56,10 @@ export function serve(app: Hono, options: ServeOptions): Promise<Server> {
     }) as HttpServer;
     const nodeWebSocket = webSockets.get(app);
     nodeWebSocket?.injectWebSocket(server);
+    const stopHeartbeat = nodeWebSocket
+      ? startHeartbeat(nodeWebSocket)
+      : () => {};
+    server.once("close", stopHeartbeat);
 
     server.once("error", reject);
     server.once("listening", () => {
@@ -57,6 +69,26 @@ export function serve(app: Hono, options: ServeOptions): Promise<Server> {
       resolve({ port, close: () => closeServer(server, nodeWebSocket) });
     });
   });
+}
+
+function startHeartbeat(nodeWebSocket: NodeWebSocket): () => void {
+  const answered = new WeakSet<object>();
+  nodeWebSocket.wss.on("connection", (socket) => {
+    answered.add(socket);
+    socket.on("pong", () => answered.add(socket));
+  });
+  const timer = setInterval(() => {
+    for (const socket of nodeWebSocket.wss.clients) {
+      if (!answered.has(socket)) {
+        socket.terminate();
+        continue;
+      }
+      answered.delete(socket);
+      socket.ping();
+    }
+  }, HEARTBEAT_MS);
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 function closeServer(
