@@ -83,6 +83,8 @@ class PartitionActor {
   readonly #waiting = new Map<number, WaitingRead>();
   #maintenanceTimer: ReturnType<typeof setInterval> | undefined;
   #flushTimer: ReturnType<typeof setInterval> | undefined;
+  /** Segment count after the last append, to notice rolls. */
+  #segments = 0;
   /** Set once fatal or closed: no further requests are served. */
   #stopped = false;
 
@@ -132,6 +134,7 @@ class PartitionActor {
       this.#log,
     );
     this.#partitionLog = log;
+    this.#segments = log.stats().segments;
     this.#startFlushTimer();
     return log;
   }
@@ -201,7 +204,12 @@ class PartitionActor {
   }
 
   #append(log: PartitionLog, id: number, batches: Uint8Array): void {
-    const result = log.append(batches, Date.now());
+    const now = Date.now();
+    const result = log.append(batches, now);
+    // A roll may have closed a segment that retention can now delete.
+    const segments = log.stats().segments;
+    if (segments > this.#segments) log.maybeApplyRetention(now);
+    this.#segments = log.stats().segments;
     const appended: PartitionMessage = { type: "appended", id, ...result };
     if (this.#config.flush === "interval") {
       this.#reply(appended);

@@ -178,6 +178,28 @@ test("read() ends with no bytes when its signal aborts", async () => {
   assert.is(result.highWatermark, 0);
 });
 
+test("publishRecords() on an interval topic is readable at once", async () => {
+  const broker = await start();
+  await broker.createTopic("fast", { flush: "interval", flushIntervalMs: 50 });
+  await broker.publishRecords("fast", [{ value: text("a") }, {
+    value: text("b"),
+  }]);
+  assert.equal(await readValues(broker, "fast", 0), ["0:a", "1:b"]);
+});
+
+test("offsetForTime() finds the first offset appended at or after a time", async () => {
+  const broker = await start();
+  await broker.createTopic("t");
+  const first = await broker.publishRecords("t", [{ value: text("a") }]);
+  const { appendTime } = await broker.publish(
+    "t",
+    encodeBatch([{ key: null, value: text("b"), headers: [], timestamp: 1 }]),
+  );
+  assert.is(first[0].offset, 0);
+  assert.is(await broker.offsetForTime("t", 0, 0), 0);
+  assert.is(await broker.offsetForTime("t", 0, appendTime + 1), 2);
+});
+
 test("read() past the log end fails with offset_out_of_range", async () => {
   const broker = await start();
   await broker.createTopic("t");
@@ -228,6 +250,17 @@ test("a partition worker that dies is restarted and keeps its data", async () =>
   await broker.publishRecords("t", [{ value: text("after") }]);
   assert.ok(broker.partitionClient("t", 0).worker !== first);
   assert.equal(await readValues(broker, "t", 0), ["0:before", "1:after"]);
+});
+
+test("read() waiting on a worker that dies fails with partition_unavailable", async () => {
+  const broker = await start();
+  await broker.createTopic("t");
+  const waiting = broker.read("t", 0, 0, { maxBytes: 1024, maxWaitMs: 30_000 });
+  // A stats round trip guarantees the read reached the actor first.
+  await broker.describeTopic("t");
+  await broker.partitionClient("t", 0).worker!.terminate();
+  assert.is(await codeOf(waiting), "partition_unavailable");
+  assert.equal(await readValues(broker, "t", 0), []);
 });
 
 test("deleteTopic() stops the partitions and removes the files", async () => {
