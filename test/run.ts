@@ -3,7 +3,6 @@
  * to build/test/run.js) or on Deno (from source). Optional arguments filter
  * suites by path substring: `deno run -A test/run.ts log/`.
  */
-import { exec } from "uvu";
 import { readdirSync, statSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -30,6 +29,9 @@ const state = globalThis as unknown as {
 };
 state.UVU_DEFER = 1;
 state.UVU_QUEUE = [];
+// uvu decides at import time whether to run by itself: import it only now
+// that UVU_DEFER is set, or it schedules a second run of its own.
+const { exec } = await import("uvu");
 
 const suites = findSuites(here).filter((path) =>
   filters.length === 0 || filters.some((f) => path.includes(f))
