@@ -1,0 +1,76 @@
+/**
+ * Dakghar: a message broker that is an event log and a message queue at once.
+ *
+ * This module is the only public entry point. It starts a broker in-process
+ * and exports the record batch codec that binary producers and consumers use
+ * to speak the wire format, plus the error classes and broker types.
+ *
+ * @example
+ * ```ts
+ * import { startBroker } from "dakghar";
+ *
+ * const running = await startBroker({ dataDir: "./data", port: 8080 });
+ * await fetch(`${running.url}/topics`, {
+ *   method: "POST",
+ *   headers: { "content-type": "application/json" },
+ *   body: JSON.stringify({ name: "orders", partitions: 3 }),
+ * });
+ * await running.stop();
+ * ```
+ *
+ * @module
+ */
+
+export {
+  type BrokerServerOptions,
+  type RunningBroker,
+  startBroker,
+} from "./server.ts";
+
+export {
+  BATCH_HEADER_BYTES,
+  batchAppendTime,
+  batchBaseOffset,
+  batchBaseTimestamp,
+  batchLastOffset,
+  batchLength,
+  type BatchRecord,
+  batchRecordCount,
+  decodeBatches,
+  type DecodedRecord,
+  encodeBatch,
+  forEachRecord,
+  sliceBatches,
+  validateBatches,
+} from "./log/record_batch.ts";
+
+export {
+  DakgharError,
+  type ErrorCode,
+  errorStatus,
+  MalformedBatchError,
+  OffsetOutOfRangeError,
+  PartitionClosedError,
+  RecordTooLargeError,
+  UnknownTopicError,
+} from "./errors.ts";
+
+export type {
+  Broker,
+  FlushPolicy,
+  GroupDescription,
+  PartitionStats,
+  ProducerRecord,
+  PublishResult,
+  ReadResult,
+  TopicConfig,
+  TopicDescription,
+} from "./broker.ts";
+
+export {
+  createLogger,
+  type Logger,
+  type LogLevel,
+  silentLogger,
+  textSink,
+} from "./logger.ts";
