@@ -198,10 +198,23 @@ export class PartitionClient {
     this.#state = "starting";
     this.#startedAt = Date.now();
     const { topic, partition, dir, config } = this.#options;
-    const worker = this.#options.startWorker(
-      "partition_actor",
-      `partition ${topic}/${partition}`,
-    );
+    let worker: WorkerHandle;
+    try {
+      worker = this.#options.startWorker(
+        "partition_actor",
+        `partition ${topic}/${partition}`,
+      );
+    } catch (error) {
+      const failure = this.#unavailable(
+        `worker did not start: ${(error as Error)?.message ?? error}`,
+      );
+      this.#log.error("partition actor did not start", { error });
+      this.#ready = Promise.reject(failure);
+      this.#ready.catch(() => {});
+      this.#failQueued(failure);
+      this.#scheduleRestart();
+      return;
+    }
     const channel = new MessageChannel();
     const port = wrapMessagePort(channel.port1);
     this.#worker = worker;
@@ -297,6 +310,10 @@ export class PartitionClient {
     this.#failPending(this.#unavailable(reason));
     void worker.terminate();
 
+    this.#scheduleRestart();
+  }
+
+  #scheduleRestart(): void {
     if (Date.now() - this.#startedAt >= STABLE_AFTER_MS) this.#failures = 0;
     const delayMs = Math.min(
       BACKOFF_MAX_MS,
