@@ -101,7 +101,7 @@ class PartitionActor {
         message: scope ? `${scope} ${message}` : message,
         fields: plainFields(fields),
       });
-    }, "debug");
+    }, init.logLevel);
   }
 
   /** Opens (and recovers) the log, then answers `ready`. */
@@ -216,8 +216,9 @@ class PartitionActor {
       this.#wakeReaders(log);
       return;
     }
+    // Replied even when a close has begun: close() flushes first, so these
+    // appends are durable and their replies go out before `closed`.
     log.flush().then(() => {
-      if (this.#stopped) return;
       this.#reply(appended);
       this.#wakeReaders(log);
     }, (error) => {

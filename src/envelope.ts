@@ -43,6 +43,8 @@ export interface InitMessage {
   partition: number;
   dir: string;
   config: PartitionLogConfig;
+  /** Lowest level the main thread writes; the actor drops lines below it. */
+  logLevel: LogLevel;
 }
 
 /** Every request from the router to a partition actor. */

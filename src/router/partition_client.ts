@@ -227,6 +227,9 @@ export class PartitionClient {
     // init is numbered and pending like any request, so its `ready` or
     // `error` reply settles #ready.
     const id = this.#nextId++;
+    const logLevels = ["trace", "debug", "info", "warn"] as const;
+    const logLevel = logLevels.find((level) => this.#log.isEnabled(level)) ??
+      "error";
     const init: InitMessage = {
       type: "init",
       id,
@@ -234,6 +237,7 @@ export class PartitionClient {
       partition,
       dir,
       config,
+      logLevel,
     };
     this.#ready = new Promise<PartitionStats>((resolve, reject) => {
       this.#pending.set(id, {
