@@ -73,7 +73,13 @@ function connect(): void {
             );
           }
           expected.set(frame.partition, record.offset + 1);
-          const order = JSON.parse(record.value);
+          const order = parseOrder(record.value);
+          if (!order) {
+            console.error(
+              `not an order, skipped: partition ${frame.partition} offset ${record.offset}`,
+            );
+            continue;
+          }
           sent++;
           console.log(
             `email to ${order.email}: order ${order.orderId} (${order.total}) [partition ${frame.partition} offset ${record.offset}, ${sent} sent]`,
@@ -109,6 +115,21 @@ function connect(): void {
 }
 
 connect();
+
+interface Order {
+  orderId: string;
+  email: string;
+  total: number;
+}
+
+function parseOrder(value: string | null): Order | undefined {
+  try {
+    const order = JSON.parse(value ?? "");
+    return typeof order?.email === "string" ? order : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 function readEnv(name: string): string | undefined {
   const deno =
