@@ -5,12 +5,12 @@ import { DakgharError } from "../../src/errors.ts";
 import { decodeBatches, encodeBatch } from "../../src/log/record_batch.ts";
 import { silentLogger } from "../../src/logger.ts";
 import type { WorkerHandle } from "../../src/runtime/types.ts";
-import { runtimeName, testRuntime } from "../router/_runtime.ts";
+import { runtime as testRuntime } from "../../src/runtime/mod.ts";
 import { makeTempDir, removeTempDir } from "../router/_temp_dir.ts";
 
 // Real partition workers, started through the router, on the runtime that
 // runs the suite.
-const test = suite(`router_actor (${runtimeName})`);
+const test = suite(`router_actor (${testRuntime.name})`);
 const text = (value: string) => new TextEncoder().encode(value);
 const untext = (bytes: Uint8Array | null) =>
   bytes === null ? null : new TextDecoder().decode(bytes);

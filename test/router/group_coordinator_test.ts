@@ -10,7 +10,7 @@ import {
 } from "../../src/router/group_coordinator.ts";
 import { OffsetStore } from "../../src/router/offset_store.ts";
 import { makeTempDir, removeTempDir } from "./_temp_dir.ts";
-import { testRuntime } from "./_runtime.ts";
+import { runtime as testRuntime } from "../../src/runtime/mod.ts";
 
 const test = suite("group_coordinator");
 let dir = "";

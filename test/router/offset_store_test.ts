@@ -7,7 +7,7 @@ import {
 } from "../../src/router/offset_store.ts";
 import type { FileSystem } from "../../src/runtime/types.ts";
 import { makeTempDir, removeTempDir } from "./_temp_dir.ts";
-import { testRuntime } from "./_runtime.ts";
+import { runtime as testRuntime } from "../../src/runtime/mod.ts";
 
 const test = suite("offset_store");
 let dir = "";

@@ -2,7 +2,7 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { DakgharError } from "../../src/errors.ts";
 import { silentLogger } from "../../src/logger.ts";
-import { testRuntime as runtime } from "./_runtime.ts";
+import { runtime } from "../../src/runtime/mod.ts";
 import {
   defaultTopicConfig,
   resolveTopicConfig,
