@@ -541,7 +541,7 @@ export function sliceBatches(
   while (
     start < bytes.length && batchLastOffset(bytes, start) < fromOffset
   ) {
-    start += batchLength(bytes, start);
+    start += framedLength(bytes, start);
   }
   if (start >= bytes.length || maxRecords <= 0) {
     return { bytes: bytes.subarray(0, 0), records: 0, nextOffset: fromOffset };
@@ -560,7 +560,7 @@ export function sliceBatches(
     lastCut = take < available;
     records += take;
     nextOffset = batchBaseOffset(bytes, end) + skip + take;
-    end += batchLength(bytes, end);
+    end += framedLength(bytes, end);
   }
 
   if (skipFirst === 0 && !lastCut) {
@@ -571,6 +571,17 @@ export function sliceBatches(
     records,
     nextOffset,
   };
+}
+
+/** The batch length at `p`, checked against the array so that a bad one cannot loop. */
+function framedLength(bytes: Uint8Array, p: number): number {
+  const length = bytes.length - p >= BATCH_HEADER_BYTES
+    ? readU32(bytes, p + 8)
+    : 0;
+  if (length < BATCH_HEADER_BYTES || length > bytes.length - p) {
+    throw malformed("batchLength out of bounds", p);
+  }
+  return length;
 }
 
 /**

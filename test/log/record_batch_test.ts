@@ -333,4 +333,10 @@ test("sliceBatches() before the first batch starts at the first batch", () => {
   assert.is(sliceBatches(log, 60, 3).nextOffset, 60);
 });
 
+test("sliceBatches() throws on a zero batchLength instead of looping", () => {
+  const bytes = stampedLog(0, [2, 2]);
+  new DataView(bytes.buffer).setUint32(8, 0, true);
+  assert.throws(() => sliceBatches(bytes, 3, 10), isA(MalformedBatchError));
+});
+
 test.run();
