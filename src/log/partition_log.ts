@@ -554,9 +554,13 @@ export class PartitionLog {
 
     // The closed segment is synced here, so flushes only sync the active one.
     active.syncNow();
-    const segment = Segment.create(this.#fs, this.dir, this.logEndOffset, {
-      indexIntervalBytes: this.#config.indexIntervalBytes,
-    });
+    const segment = Segment.create(
+      this.#fs,
+      this.dir,
+      this.logEndOffset,
+      { indexIntervalBytes: this.#config.indexIntervalBytes },
+      this.#log,
+    );
     this.#segments.push(segment);
     this.#fs.syncDirectory(this.dir);
     this.#log.info("segment rolled", {
@@ -722,7 +726,7 @@ function startActiveSegment(
     });
     active.syncNow();
   }
-  segments.push(Segment.create(fs, dir, floor, options));
+  segments.push(Segment.create(fs, dir, floor, options, log));
   fs.syncDirectory(dir);
 }
 

@@ -116,14 +116,18 @@ export class Segment {
   #lastAppendTime = -1;
   #bytesSinceIndexEntry = 0;
   #header = new Uint8Array(BATCH_HEADER_BYTES);
+  #logger: Logger;
+  #indexMismatchSeen = false;
 
   private constructor(
     fs: FileSystem,
     dir: string,
     baseOffset: number,
     options: SegmentOptions,
+    logger: Logger,
   ) {
     this.#fs = fs;
+    this.#logger = logger;
     this.baseOffset = baseOffset;
     this.#nextOffset = baseOffset;
     this.#options = options;
@@ -151,14 +155,16 @@ export class Segment {
    * @param dir the partition directory
    * @param baseOffset the offset its first record will get
    * @param options index spacing
+   * @param logger receives a warning when an index entry proves wrong
    */
   static create(
     fs: FileSystem,
     dir: string,
     baseOffset: number,
     options: SegmentOptions,
+    logger: Logger,
   ): Segment {
-    const segment = new Segment(fs, dir, baseOffset, options);
+    const segment = new Segment(fs, dir, baseOffset, options, logger);
     segment.#log.truncate(0);
     segment.#index.rewrite([]);
     segment.#timeIndex.rewrite([]);
@@ -190,7 +196,7 @@ export class Segment {
     const indexesMissing =
       (fs.exists(`${dir}/${segmentFileName(baseOffset, "index")}`) ? 0 : 1) +
       (fs.exists(`${dir}/${segmentFileName(baseOffset, "timeindex")}`) ? 0 : 1);
-    const segment = new Segment(fs, dir, baseOffset, options);
+    const segment = new Segment(fs, dir, baseOffset, options, log);
     const recovery: SegmentRecovery = {
       verified: false,
       truncatedBytes: 0,
@@ -287,9 +293,10 @@ export class Segment {
       this.#sizeBytes,
       Math.max(4096, Math.min(maxBytes, 64 * 1024)),
     );
-    let p = offset <= this.baseOffset
-      ? 0
-      : this.#index.floorPosition(offset - this.baseOffset);
+    let p = offset <= this.baseOffset ? 0 : this.#checkedEntryPosition(
+      reader,
+      this.#index.floorEntry(offset - this.baseOffset),
+    );
 
     while (p < this.#sizeBytes) {
       const at = this.#readHeader(reader, p);
@@ -346,13 +353,17 @@ export class Segment {
     const reader = new ChunkReader(this.#log, this.#sizeBytes, 4096);
     while (high - low > 1) {
       const middle = (low + high) >>> 1;
-      const position = this.#index.positionAt(middle);
+      const position = this.#checkedEntryPosition(reader, middle);
+      if (position === 0) {
+        low = -1;
+        break;
+      }
       const at = this.#readHeader(reader, position);
       if (batchAppendTime(reader.bytes, at) < timestamp) low = middle;
       else high = middle;
     }
 
-    let p = low < 0 ? 0 : this.#index.positionAt(low);
+    let p = this.#checkedEntryPosition(reader, low);
     while (p < this.#sizeBytes) {
       const at = this.#readHeader(reader, p);
       if (batchAppendTime(reader.bytes, at) >= timestamp) {
@@ -403,6 +414,29 @@ export class Segment {
       this.#bytesSinceIndexEntry = 0;
     }
     this.#bytesSinceIndexEntry += length;
+  }
+
+  /**
+   * Position of index entry `entry` when the batch there has the offset the
+   * entry names; else 0, so that a damaged index costs a scan, not wrong data.
+   */
+  #checkedEntryPosition(reader: ChunkReader, entry: number): number {
+    if (entry < 0) return 0;
+    const position = this.#index.positionAt(entry);
+    if (
+      position + BATCH_HEADER_BYTES <= this.#sizeBytes &&
+      reader.ensure(position, BATCH_HEADER_BYTES) &&
+      batchBaseOffset(reader.bytes, reader.at(position)) ===
+        this.baseOffset + this.#index.relativeOffsetAt(entry)
+    ) return position;
+    if (!this.#indexMismatchSeen) {
+      this.#indexMismatchSeen = true;
+      this.#logger.warn("index entry does not match the log; scanning", {
+        path: this.#index.path,
+        position,
+      });
+    }
+    return 0;
   }
 
   /** Reads the header at `position` through `reader`; returns its index in `reader.bytes`. */

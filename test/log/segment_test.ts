@@ -8,7 +8,7 @@ import {
   temporaryDir,
 } from "./_helpers.ts";
 import { stampBatch } from "../../src/log/record_batch.ts";
-import { silentLogger } from "../../src/logger.ts";
+import { createLogger, silentLogger } from "../../src/logger.ts";
 
 const test = suite("segment");
 let dir = "";
@@ -26,7 +26,13 @@ function filled(
   count: number,
   indexIntervalBytes = 1024,
 ): Segment {
-  const segment = Segment.create(fs, dir, BASE, { indexIntervalBytes });
+  const segment = Segment.create(
+    fs,
+    dir,
+    BASE,
+    { indexIntervalBytes },
+    silentLogger,
+  );
   for (let i = 0; i < count; i++) {
     const batch = batchOf(4, "s", 100);
     const time = 5000 + 10 * Math.floor(i / 3);
@@ -114,9 +120,13 @@ test("offsetForTime() reads only a few headers in a large segment", () => {
 
 test("offsetForTime() stays bounded when many batches share one appendTime", () => {
   const counting = new FaultyFileSystem(fileSystem);
-  const segment = Segment.create(counting, dir, BASE, {
-    indexIntervalBytes: 1024,
-  });
+  const segment = Segment.create(
+    counting,
+    dir,
+    BASE,
+    { indexIntervalBytes: 1024 },
+    silentLogger,
+  );
   for (let i = 0; i < 2000; i++) {
     const batch = batchOf(4, "s", 100);
     const time = i < 1990 ? 5000 : 6000;
@@ -203,6 +213,38 @@ test("append() after open() indexes exactly as before the close", () => {
     `${dir}/${segmentFileName(BASE, "index")}`,
   );
   assert.equal([...actual], [...expected]);
+});
+
+test("locate() and offsetForTime() survive an index entry off a batch boundary", () => {
+  filled(fileSystem, 50).close();
+  const path = `${dir}/${segmentFileName(BASE, "index")}`;
+  const bytes = fileSystem.readFile(path).slice();
+  const view = new DataView(bytes.buffer);
+  // Entry 2 still sorted, but pointing 8 bytes into a batch.
+  view.setUint32(2 * 8 + 4, view.getUint32(2 * 8 + 4, true) + 8, true);
+  const relative = view.getUint32(2 * 8, true);
+  fileSystem.remove(path);
+  fileSystem.writeFileAtomic(path, bytes);
+  const warnings: string[] = [];
+  const logger = createLogger((level, _scope, message) => {
+    if (level === "warn") warnings.push(message);
+  });
+  const { segment } = Segment.open(
+    fileSystem,
+    dir,
+    BASE,
+    { indexIntervalBytes: 1024 },
+    false,
+    logger,
+  );
+  const batch = relative / 4 + 1;
+  assert.equal(segment.locate(BASE + relative + 5, 1, Infinity, true), {
+    start: batch * BATCH_BYTES,
+    end: (batch + 1) * BATCH_BYTES,
+  });
+  assert.is(segment.offsetForTime(5001), BASE + 12);
+  assert.equal(warnings, ["index entry does not match the log; scanning"]);
+  segment.close();
 });
 
 test.run();
