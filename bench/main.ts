@@ -1,0 +1,427 @@
+/**
+ * `npm run bench`: starts a broker as a child process on a fresh data
+ * directory (default flush policy: fsync before ack) and measures publish
+ * throughput over HTTP JSON and WebSocket msgpack, consume throughput from a
+ * backlog and end-to-end latency at a steady rate, for 100-byte and 1 KiB
+ * records. Each measurement runs `--runs` times; the table shows the median
+ * and the min–max spread, and the ratio against the targets.
+ *
+ *   npm run bench -- --runs 1 --seconds 1 --only latency
+ */
+import { readFileSync, writeFileSync } from "node:fs";
+import { availableParallelism, loadavg } from "node:os";
+import { parseArgs } from "node:util";
+import { type BrokerProcess, startBrokerProcess } from "./broker_process.ts";
+import { measureConsume } from "./consume.ts";
+import { measureLatency } from "./latency.ts";
+import { createTopic, deleteTopic } from "./load.ts";
+import {
+  measureHttpJsonPublish,
+  measureWsPublish,
+  publishBacklog,
+} from "./publish.ts";
+import { formatFigure, formatTable, type Spread, spread } from "./stats.ts";
+
+const usage = `Usage: npm run bench -- [options]
+
+Options:
+  --runs <n>         runs of each measurement (5)
+  --seconds <n>      seconds of each timed run (5)
+  --only <names>     comma-separated substrings of case names, e.g. "ws-publish,latency-100b"
+  --partitions <n>   partitions of every topic (1)
+  --in-flight <n>    publish requests or frames awaiting their ack at once (8)
+  --rate <n>         records per second for the latency runs (10000)
+  --json <file>      also write every run's figures to this file
+  --profile <dir>    run the broker with --cpu-prof, writing profiles to <dir>
+  -h, --help         show this text
+
+Cases: http-json-*, ws-publish-*, consume-*, latency-*, each for 100b and 1kib.
+`;
+
+/** What the command line asks for. */
+interface BenchSettings {
+  runs: number;
+  seconds: number;
+  only: string[];
+  partitions: number;
+  inFlight: number;
+  rate: number;
+  json: string | undefined;
+  profileDir: string | undefined;
+}
+
+type Kind = "http-json" | "ws-publish" | "consume" | "latency";
+
+/** One measurement at one record size. */
+interface BenchCase {
+  name: string;
+  kind: Kind;
+  valueBytes: number;
+}
+
+/** Figures of one run, by metric name ("rec/s", "MB/s", "p50 ms", "p99 ms"). */
+type RunFigures = Record<string, number>;
+
+/** A goal from the brief, or a figure from another system for scale. */
+interface Target {
+  caseName: string;
+  metric: string;
+  value: number;
+  /** Whether a larger figure is better (throughput) or a smaller one (latency). */
+  higherIsBetter: boolean;
+}
+
+const sizes = [
+  { label: "100b", bytes: 100 },
+  { label: "1kib", bytes: 1024 },
+];
+const kinds: Kind[] = ["http-json", "ws-publish", "consume", "latency"];
+
+const targets: Target[] = [
+  target("ws-publish-100b", "rec/s", 1_000_000),
+  target("ws-publish-1kib", "MB/s", 400),
+  target("http-json-100b", "rec/s", 200_000),
+  target("consume-100b", "rec/s", 2_000_000),
+  target("latency-100b", "p50 ms", 0.5, false),
+  target("latency-100b", "p99 ms", 3, false),
+  target("latency-1kib", "p50 ms", 0.5, false),
+  target("latency-1kib", "p99 ms", 3, false),
+];
+
+/** Figures measured on this machine by others, for scale; not measured here. */
+const references = [
+  { name: "Redis Streams, fsync always", recordsPerSecond: 100_000 },
+  { name: "NATS JetStream, no fsync", recordsPerSecond: 160_000 },
+];
+
+/** Backlog records per second of `--seconds`, so a short run reads a small one. */
+const backlogPerSecond: Record<string, number> = {
+  "100b": 200_000,
+  "1kib": 40_000,
+};
+
+function target(
+  caseName: string,
+  metric: string,
+  value: number,
+  higherIsBetter = true,
+): Target {
+  return { caseName, metric, value, higherIsBetter };
+}
+
+function parseSettings(args: string[]): BenchSettings | "help" {
+  const { values } = parseArgs({
+    args,
+    options: {
+      runs: { type: "string", default: "5" },
+      seconds: { type: "string", default: "5" },
+      only: { type: "string" },
+      partitions: { type: "string", default: "1" },
+      "in-flight": { type: "string", default: "8" },
+      rate: { type: "string", default: "10000" },
+      json: { type: "string" },
+      profile: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) return "help";
+  return {
+    runs: positiveNumber(values.runs, "runs", true),
+    seconds: positiveNumber(values.seconds, "seconds", false),
+    only: values.only?.split(",").map((name) => name.trim()).filter(Boolean) ??
+      [],
+    partitions: positiveNumber(values.partitions, "partitions", true),
+    inFlight: positiveNumber(values["in-flight"], "in-flight", true),
+    rate: positiveNumber(values.rate, "rate", true),
+    json: values.json,
+    profileDir: values.profile,
+  };
+}
+
+function positiveNumber(text: string, name: string, integer: boolean): number {
+  const value = Number(text);
+  if (!(value > 0) || (integer && !Number.isInteger(value))) {
+    throw new RangeError(`Cannot parse --${name}: ${text}`);
+  }
+  return value;
+}
+
+function selectedCases(only: string[]): BenchCase[] {
+  const cases = kinds.flatMap((kind) =>
+    sizes.map((size) => ({
+      name: `${kind}-${size.label}`,
+      kind,
+      valueBytes: size.bytes,
+    }))
+  );
+  if (only.length === 0) return cases;
+  const chosen = cases.filter((c) =>
+    only.some((part) => c.name.includes(part))
+  );
+  if (chosen.length === 0) {
+    throw new RangeError(
+      `Cannot find a case matching --only ${only.join(",")}`,
+    );
+  }
+  return chosen;
+}
+
+/** Runs every run of one case against the broker; topics are deleted after use. */
+async function runCase(
+  broker: BrokerProcess,
+  benchCase: BenchCase,
+  settings: BenchSettings,
+): Promise<RunFigures[]> {
+  const { url } = broker;
+  const { name, kind, valueBytes } = benchCase;
+  const { seconds, partitions, inFlight } = settings;
+  const figures: RunFigures[] = [];
+
+  if (kind === "consume") {
+    const topic = `${name}-backlog`;
+    await createTopic(url, topic, partitions);
+    try {
+      const size = name.slice(name.lastIndexOf("-") + 1);
+      const wanted = Math.ceil(backlogPerSecond[size] * seconds);
+      const backlogStart = performance.now();
+      const backlog = await publishBacklog(
+        url,
+        topic,
+        valueBytes,
+        wanted,
+        inFlight,
+      );
+      progress(
+        `${name}: backlog of ${backlog} records published in ${
+          ((performance.now() - backlogStart) / 1000).toFixed(1)
+        } s (untimed)`,
+      );
+      for (let run = 1; run <= settings.runs; run++) {
+        const result = await measureConsume({
+          url,
+          topic,
+          valueBytes,
+          backlogRecords: backlog,
+          timeoutSeconds: Math.max(30, seconds * 10),
+        });
+        if (!result.complete) {
+          progress(
+            `${name}: run ${run} timed out with ${result.records} of ${backlog}`,
+          );
+        }
+        figures.push(reportThroughput(name, run, result));
+      }
+    } finally {
+      await deleteTopic(url, topic);
+    }
+    return figures;
+  }
+
+  for (let run = 1; run <= settings.runs; run++) {
+    const topic = `${name}-r${run}`;
+    await createTopic(url, topic, partitions);
+    try {
+      if (kind === "latency") {
+        const result = await measureLatency({
+          url,
+          topic,
+          valueBytes,
+          seconds,
+          ratePerSecond: settings.rate,
+        });
+        progress(
+          `${name} run ${run}: p50 ${result.p50Ms.toFixed(3)} ms, p99 ${
+            result.p99Ms.toFixed(3)
+          } ms, max ${
+            result.maxMs.toFixed(1)
+          } ms over ${result.samples} records; ` +
+            `rate kept ${
+              Math.round(result.achievedRate)
+            }/s, missing ${result.missing}`,
+        );
+        figures.push({ "p50 ms": result.p50Ms, "p99 ms": result.p99Ms });
+        continue;
+      }
+      const publishSettings = { url, topic, valueBytes, seconds, inFlight };
+      const result = kind === "http-json"
+        ? await measureHttpJsonPublish(publishSettings)
+        : await measureWsPublish(publishSettings);
+      figures.push(reportThroughput(name, run, result));
+    } finally {
+      await deleteTopic(url, topic);
+    }
+  }
+  return figures;
+}
+
+function reportThroughput(
+  name: string,
+  run: number,
+  result: { records: number; valueBytes: number; seconds: number },
+): RunFigures {
+  const figures = {
+    "rec/s": result.records / result.seconds,
+    "MB/s": result.valueBytes / result.seconds / 1e6,
+  };
+  progress(
+    `${name} run ${run}: ${result.records} records in ${
+      result.seconds.toFixed(2)
+    } s = ${formatFigure(figures["rec/s"])} rec/s, ${
+      formatFigure(figures["MB/s"])
+    } MB/s`,
+  );
+  return figures;
+}
+
+function progress(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+/** The result table: one row per case and metric. */
+function resultTable(results: Map<string, RunFigures[]>): string {
+  const rows = [[
+    "case",
+    "metric",
+    "median",
+    "min–max",
+    "target",
+    "ratio",
+    "meets",
+  ]];
+  for (const [name, runs] of results) {
+    if (runs.length === 0) continue;
+    for (const metric of Object.keys(runs[0])) {
+      const figures = spread(runs.map((run) => run[metric]));
+      const goal = targets.find((t) =>
+        t.caseName === name && t.metric === metric
+      );
+      rows.push([
+        name,
+        metric,
+        formatFigure(figures.median),
+        `${formatFigure(figures.min)}–${formatFigure(figures.max)}`,
+        goal ? formatFigure(goal.value) : "",
+        goal ? `${(figures.median / goal.value).toFixed(2)}×` : "",
+        goal ? (meets(figures, goal) ? "yes" : "no") : "",
+      ]);
+    }
+  }
+  return formatTable(rows);
+}
+
+function meets(figures: Spread, goal: Target): boolean {
+  return goal.higherIsBetter
+    ? figures.median >= goal.value
+    : figures.median <= goal.value;
+}
+
+/** Publish figures at 100 B against the reference systems. */
+function scaleLines(results: Map<string, RunFigures[]>): string[] {
+  const lines: string[] = [];
+  for (const name of ["ws-publish-100b", "http-json-100b"]) {
+    const runs = results.get(name);
+    if (!runs || runs.length === 0) continue;
+    const median = spread(runs.map((run) => run["rec/s"])).median;
+    const ratios = references.map((reference) =>
+      `${
+        (median / reference.recordsPerSecond).toFixed(2)
+      }× ${reference.name} (~${formatFigure(reference.recordsPerSecond)} rec/s)`
+    );
+    lines.push(`${name} ${formatFigure(median)} rec/s = ${ratios.join(", ")}`);
+  }
+  return lines;
+}
+
+function machineLines(): string[] {
+  let cpu = "unknown";
+  try {
+    cpu = /^model name\s*:\s*(.*)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"))
+      ?.[1] ?? cpu;
+  } catch {
+    // Not Linux: the CPU model stays unknown.
+  }
+  return [
+    `date ${new Date().toISOString()}`,
+    `cpus ${availableParallelism()} (${cpu})`,
+    `node ${process.version}`,
+    `load average at start ${loadavg().map((l) => l.toFixed(2)).join(" ")}`,
+  ];
+}
+
+async function main(): Promise<number> {
+  let settings: BenchSettings | "help";
+  let cases: BenchCase[];
+  try {
+    settings = parseSettings(process.argv.slice(2));
+    if (settings === "help") {
+      process.stdout.write(usage);
+      return 0;
+    }
+    cases = selectedCases(settings.only);
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message}\n\n${usage}`);
+    return 2;
+  }
+
+  const machine = machineLines();
+  const broker = await startBrokerProcess({ profileDir: settings.profileDir });
+  progress(
+    `broker pid ${broker.pid} at ${broker.url}, data in ${broker.dataDir}`,
+  );
+  const interrupted = () => {
+    progress("interrupted: stopping the broker");
+    broker.stop(5_000).finally(() => process.exit(130));
+  };
+  process.once("SIGINT", interrupted);
+  process.once("SIGTERM", interrupted);
+
+  const results = new Map<string, RunFigures[]>();
+  let failed = 0;
+  try {
+    for (const benchCase of cases) {
+      try {
+        results.set(benchCase.name, await runCase(broker, benchCase, settings));
+      } catch (error) {
+        failed++;
+        progress(`${benchCase.name} failed: ${(error as Error).message}`);
+        progress(broker.recentLog().slice(-10).join("\n"));
+      }
+    }
+  } finally {
+    await broker.stop();
+  }
+
+  const s = settings;
+  const out = [
+    "",
+    `Dakghar bench: ${s.runs} run(s) of ${s.seconds} s, ${s.partitions} partition(s), ` +
+    `${s.inFlight} in flight, fsync before ack`,
+    ...machine,
+    "",
+    resultTable(results),
+    "",
+    "MB/s counts record values only (1 MB = 10^6 bytes). Ratio is median / target.",
+    ...scaleLines(results).map((line) => `For scale: ${line}`),
+    "",
+  ];
+  process.stdout.write(out.join("\n"));
+  if (settings.json !== undefined) {
+    writeFileSync(
+      settings.json,
+      JSON.stringify(
+        { settings, machine, results: Object.fromEntries(results) },
+        null,
+        2,
+      ),
+    );
+  }
+  return failed > 0 ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error) => {
+    process.stderr.write(`${(error as Error).stack ?? error}\n`);
+    process.exit(1);
+  },
+);
