@@ -293,9 +293,12 @@ export class Segment {
       this.#sizeBytes,
       Math.max(4096, Math.min(maxBytes, 64 * 1024)),
     );
-    let p = offset <= this.baseOffset ? 0 : this.#checkedEntryPosition(
-      reader,
-      this.#index.floorEntry(offset - this.baseOffset),
+    let p = offset <= this.baseOffset ? 0 : Math.max(
+      0,
+      this.#checkedEntryPosition(
+        reader,
+        this.#index.floorEntry(offset - this.baseOffset),
+      ),
     );
 
     while (p < this.#sizeBytes) {
@@ -354,7 +357,7 @@ export class Segment {
     while (high - low > 1) {
       const middle = (low + high) >>> 1;
       const position = this.#checkedEntryPosition(reader, middle);
-      if (position === 0) {
+      if (position < 0) {
         low = -1;
         break;
       }
@@ -363,7 +366,7 @@ export class Segment {
       else high = middle;
     }
 
-    let p = this.#checkedEntryPosition(reader, low);
+    let p = Math.max(0, this.#checkedEntryPosition(reader, low));
     while (p < this.#sizeBytes) {
       const at = this.#readHeader(reader, p);
       if (batchAppendTime(reader.bytes, at) >= timestamp) {
@@ -418,7 +421,8 @@ export class Segment {
 
   /**
    * Position of index entry `entry` when the batch there has the offset the
-   * entry names; else 0, so that a damaged index costs a scan, not wrong data.
+   * entry names; 0 for entry -1 (the implicit first entry); -1 when the
+   * entry is wrong, so that a damaged index costs a scan, not wrong data.
    */
   #checkedEntryPosition(reader: ChunkReader, entry: number): number {
     if (entry < 0) return 0;
@@ -436,7 +440,7 @@ export class Segment {
         position,
       });
     }
-    return 0;
+    return -1;
   }
 
   /** Reads the header at `position` through `reader`; returns its index in `reader.bytes`. */
@@ -492,9 +496,10 @@ export class Segment {
       if (batchBaseOffset(reader.bytes, at) !== expected) return false;
       if (time < previousTime) return false;
       // An entry was due here but the index ends earlier: it is incomplete.
-      if (bytesSinceIndexEntry >= this.#options.indexIntervalBytes) {
-        return false;
-      }
+      const indexed = p === first && this.#index.count > 0;
+      if (
+        !indexed && bytesSinceIndexEntry >= this.#options.indexIntervalBytes
+      ) return false;
       bytesSinceIndexEntry += length;
       expected = batchLastOffset(reader.bytes, at) + 1;
       if (p === first) firstTime = time;

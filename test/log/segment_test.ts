@@ -247,4 +247,20 @@ test("locate() and offsetForTime() survive an index entry off a batch boundary",
   segment.close();
 });
 
+test("open() trusts an index with an entry for every batch", () => {
+  filled(fileSystem, 5, 0).close();
+  const { segment, recovery } = Segment.open(
+    fileSystem,
+    dir,
+    BASE,
+    { indexIntervalBytes: 0 },
+    false,
+    silentLogger,
+  );
+  assert.is(recovery.verified, false);
+  assert.is(fileSystem.sizeOf(`${dir}/${segmentFileName(BASE, "index")}`), 40);
+  assert.is(segment.offsetForTime(5010), BASE + 12);
+  segment.close();
+});
+
 test.run();
