@@ -28,14 +28,18 @@
  * | past the log end or incomplete                 |       |                                                              |
  * | index file with no `.log`                      | —     | deleted; its base offset still bounds the log end (below)    |
  * | `.log` of a middle segment missing             | —     | gap in offsets kept; reads skip it (warn)                    |
- * | segment overlapping the next one's base        | full  | it and all later segments deleted                            |
+ * | active `.log` lost, or offsets named on disk   | —     | log end raised to them; a new segment starts there (warn)    |
+ * | past the recovered end                         |       |                                                              |
+ * | segment starting below the previous one's end  | —     | it and all later segments deleted (warn)                     |
  * | leftover `*.tmp`                               | —     | deleted                                                      |
  * | nothing                                        | —     | empty segment at offset 0                                    |
  *
  * Offsets are never reused: the log end after recovery is the largest of
  * the recovered end, every base offset named by a file seen, and the marker
  * or recovery point. When that is past the last segment's end a new empty
- * segment starts there, leaving a gap that reads step over.
+ * segment starts there, leaving a gap that reads step over. Only offsets
+ * given out since the last open can come back: after a crash that took every
+ * file naming them, the recovery point is the last record of them.
  */
 import type { FileSystem } from "../runtime/types.ts";
 import type { Logger } from "../logger.ts";
