@@ -413,4 +413,32 @@ test("read() returns batches stamped with their offsets across a reopen", async 
   again.close();
 });
 
+test("flush() with flush interval syncs once and keeps the high watermark", async () => {
+  const faulty = new FaultyFileSystem(fs);
+  const log = open({ flush: "interval" }, faulty);
+  faulty.syncs = 0;
+  log.append(batchOf(3), 1);
+  log.append(batchOf(3), 1);
+  assert.is(log.highWatermark, 6);
+  assert.is(await log.flush(), 6);
+  assert.is(faulty.syncs, 1);
+  log.close();
+});
+
+test("configure() applies new limits from the next append", () => {
+  const log = open({ flush: "interval" });
+  log.append(batchOf(1, "x", 300), 1);
+  log.configure(
+    config({ flush: "interval", maxMessageBytes: 100, segmentBytes: 10 }),
+  );
+  assert.throws(
+    () => log.append(batchOf(1, "x", 300), 2),
+    isA(RecordTooLargeError),
+  );
+  log.append(batchOf(1), 2);
+  assert.is(log.stats().segments, 2, "rolled at the new segmentBytes");
+  assert.is(log.config.maxMessageBytes, 100);
+  log.close();
+});
+
 test.run();
