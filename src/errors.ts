@@ -34,27 +34,32 @@ export const errorStatus = {
 /** A machine-readable error code. */
 export type ErrorCode = keyof typeof errorStatus;
 
-/** Base class of every error with a code; `details` is sent to clients as is. */
+/**
+ * Base class of every error with a code. `context` is sent to clients beside
+ * the code and message. (Not named `details`: uvu reads that field of a thrown
+ * error as an assertion diff and stops reporting the suite.)
+ */
 export class DakgharError extends Error {
   readonly code: ErrorCode;
-  readonly details: Record<string, unknown>;
+  /** Facts about the failure, sent to clients beside code and message. */
+  readonly context: Record<string, unknown>;
 
   constructor(
     code: ErrorCode,
     message: string,
-    details: Record<string, unknown> = {},
+    context: Record<string, unknown> = {},
     options?: { cause?: unknown },
   ) {
     super(message, options);
     this.name = "DakgharError";
     this.code = code;
-    this.details = details;
+    this.context = context;
   }
 
-  /** The JSON body sent to clients: `{ error: { code, message, ...details } }`. */
+  /** The JSON body sent to clients: `{ error: { code, message, ...context } }`. */
   toJSON(): { error: Record<string, unknown> } {
     return {
-      error: { code: this.code, message: this.message, ...this.details },
+      error: { code: this.code, message: this.message, ...this.context },
     };
   }
 }
@@ -147,7 +152,7 @@ export function errorToData(error: unknown): {
   details: Record<string, unknown>;
 } {
   if (error instanceof DakgharError) {
-    return { code: error.code, message: error.message, details: error.details };
+    return { code: error.code, message: error.message, details: error.context };
   }
   const message = error instanceof Error ? error.message : String(error);
   return { code: "internal", message, details: {} };

@@ -616,7 +616,7 @@ export class Segment {
       checkBatch(reader.bytes, at, at + length, Infinity);
     } catch (error) {
       if (error instanceof MalformedBatchError) {
-        return String(error.details.reason);
+        return String(error.context.reason);
       }
       throw error;
     }

@@ -29,7 +29,7 @@ function malformed(body: unknown, field: string) {
   } catch (error) {
     assert.instance(error, DakgharError);
     assert.is((error as DakgharError).code, "malformed_body");
-    assert.is((error as DakgharError).details.field, field);
+    assert.is((error as DakgharError).context.field, field);
     assert.ok((error as DakgharError).message.startsWith(`${field}: `));
     return;
   }

@@ -171,7 +171,7 @@ test("read() crosses segments while maxBytes allows and returns whole batches", 
   try {
     log.read(21, 1000);
   } catch (error) {
-    assert.equal((error as OffsetOutOfRangeError).details, {
+    assert.equal((error as OffsetOutOfRangeError).context, {
       topic: "orders",
       partition: 3,
       offset: 21,

@@ -178,7 +178,7 @@ test("validateBatches() names the fault", () => {
     assert.unreachable();
   } catch (error) {
     assert.instance(error, MalformedBatchError);
-    assert.is((error as MalformedBatchError).details.position, 0);
+    assert.is((error as MalformedBatchError).context.position, 0);
   }
 });
 
