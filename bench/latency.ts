@@ -35,6 +35,9 @@ export interface LatencyResult {
   missing: number;
   /** The rate the publisher actually kept, records per second. */
   achievedRate: number;
+  /** Publish to ack (append and fsync, without the way back to a consumer), after the warm-up. */
+  ackP50Ms: number;
+  ackP99Ms: number;
 }
 
 /** Frames awaiting their ack beyond which the publisher skips a tick. */
@@ -54,6 +57,8 @@ export async function measureLatency(
   const warmupMs = Math.min(1000, seconds * 200);
   const samples = new Float64Array(Math.ceil(ratePerSecond * seconds) + 1000);
   let sampleCount = 0;
+  const ackSamples = new Float64Array(Math.ceil(seconds * 1000) + 1000);
+  let ackCount = 0;
   let received = 0;
   let failure: Error | undefined;
 
@@ -112,10 +117,15 @@ export async function measureLatency(
       if (due <= 0 || publisher.pendingCount >= framesInFlightMax) return;
       // All records of a tick share one send time.
       const value = benchValue(valueBytes);
-      new DataView(value.buffer).setFloat64(0, performance.now(), true);
+      const sentAt = performance.now();
+      new DataView(value.buffer).setFloat64(0, sentAt, true);
       const batch = benchBatch(due, value);
       sent += due;
-      publisher.request({ op: "publish", topic, batch }).catch((error) => {
+      publisher.request({ op: "publish", topic, batch }).then(() => {
+        if (sentAt >= measureFrom && ackCount < ackSamples.length) {
+          ackSamples[ackCount++] = performance.now() - sentAt;
+        }
+      }, (error) => {
         failure ??= error as Error;
       });
     };
@@ -131,6 +141,7 @@ export async function measureLatency(
     if (failure) throw failure;
 
     const sorted = samples.subarray(0, sampleCount).sort();
+    const acks = ackSamples.subarray(0, ackCount).sort();
     return {
       p50Ms: quantile(sorted, 0.5),
       p99Ms: quantile(sorted, 0.99),
@@ -139,6 +150,8 @@ export async function measureLatency(
       sent,
       missing: Math.max(0, sent - received),
       achievedRate,
+      ackP50Ms: quantile(acks, 0.5),
+      ackP99Ms: quantile(acks, 0.99),
     };
   } finally {
     await Promise.all([publisher.close(), consumer.close()]);

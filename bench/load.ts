@@ -12,23 +12,30 @@ export interface Throughput {
   seconds: number;
 }
 
+/** The topic settings the bench varies; the rest keep the broker's defaults. */
+export interface BenchTopicConfig {
+  partitions: number;
+  /** "sync" (the default: fsync before ack) or "interval". */
+  flush: "sync" | "interval";
+}
+
 /**
- * Creates a topic with the default flush policy (fsync before ack).
+ * Creates a topic for one measurement.
  *
  * @param url the broker's `http://host:port`
  * @param name topic name
- * @param partitions partition count
+ * @param config partition count and flush policy
  * @throws {Error} when the broker refuses
  */
 export async function createTopic(
   url: string,
   name: string,
-  partitions: number,
+  config: BenchTopicConfig,
 ): Promise<void> {
   const response = await fetch(`${url}/topics`, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ name, partitions }),
+    body: JSON.stringify({ name, ...config }),
     signal: AbortSignal.timeout(30_000),
   });
   if (response.status !== 201) {

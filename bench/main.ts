@@ -13,12 +13,14 @@ import { availableParallelism, loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { type BrokerProcess, startBrokerProcess } from "./broker_process.ts";
 import { measureConsume } from "./consume.ts";
-import { measureLatency } from "./latency.ts";
+import { type LatencyResult, measureLatency } from "./latency.ts";
+import { measureFsyncFloor } from "./fsync_floor.ts";
 import { createTopic, deleteTopic } from "./load.ts";
 import {
   measureHttpJsonPublish,
   measureWsPublish,
   publishBacklog,
+  recordOverheadBytes,
 } from "./publish.ts";
 import { formatFigure, formatTable, type Spread, spread } from "./stats.ts";
 
@@ -29,13 +31,16 @@ Options:
   --seconds <n>      seconds of each timed run (5)
   --only <names>     comma-separated substrings of case names, e.g. "ws-publish,latency-100b"
   --partitions <n>   partitions of every topic (1)
+  --flush <policy>   topic flush policy: sync (fsync before ack) or interval (sync)
   --in-flight <n>    publish requests or frames awaiting their ack at once (8)
   --rate <n>         records per second for the latency runs (10000)
   --json <file>      also write every run's figures to this file
   --profile <dir>    run the broker with --cpu-prof, writing profiles to <dir>
   -h, --help         show this text
 
-Cases: http-json-*, ws-publish-*, consume-*, latency-*, each for 100b and 1kib.
+Cases: http-json-*, ws-publish-*, consume-*, fsync-floor-*, latency-*, each for
+100b and 1kib. fsync-floor times append + fdatasync of one latency tick's batch
+on the data directory's file system, without the broker: the disk's floor.
 `;
 
 /** What the command line asks for. */
@@ -44,13 +49,14 @@ interface BenchSettings {
   seconds: number;
   only: string[];
   partitions: number;
+  flush: "sync" | "interval";
   inFlight: number;
   rate: number;
   json: string | undefined;
   profileDir: string | undefined;
 }
 
-type Kind = "http-json" | "ws-publish" | "consume" | "latency";
+type Kind = "http-json" | "ws-publish" | "consume" | "fsync-floor" | "latency";
 
 /** One measurement at one record size. */
 interface BenchCase {
@@ -71,11 +77,20 @@ interface Target {
   higherIsBetter: boolean;
 }
 
+/** Bytes of a record batch header (docs/architecture.md). */
+const batchHeaderBytes = 40;
+
 const sizes = [
   { label: "100b", bytes: 100 },
   { label: "1kib", bytes: 1024 },
 ];
-const kinds: Kind[] = ["http-json", "ws-publish", "consume", "latency"];
+const kinds: Kind[] = [
+  "http-json",
+  "ws-publish",
+  "consume",
+  "fsync-floor",
+  "latency",
+];
 
 const targets: Target[] = [
   target("ws-publish-100b", "rec/s", 1_000_000),
@@ -117,6 +132,7 @@ function parseSettings(args: string[]): BenchSettings | "help" {
       seconds: { type: "string", default: "5" },
       only: { type: "string" },
       partitions: { type: "string", default: "1" },
+      flush: { type: "string", default: "sync" },
       "in-flight": { type: "string", default: "8" },
       rate: { type: "string", default: "10000" },
       json: { type: "string" },
@@ -131,11 +147,17 @@ function parseSettings(args: string[]): BenchSettings | "help" {
     only: values.only?.split(",").map((name) => name.trim()).filter(Boolean) ??
       [],
     partitions: positiveNumber(values.partitions, "partitions", true),
+    flush: flushPolicy(values.flush),
     inFlight: positiveNumber(values["in-flight"], "in-flight", true),
     rate: positiveNumber(values.rate, "rate", true),
     json: values.json,
     profileDir: values.profile,
   };
+}
+
+function flushPolicy(text: string): "sync" | "interval" {
+  if (text === "sync" || text === "interval") return text;
+  throw new RangeError(`Cannot parse --flush: ${text}`);
 }
 
 function positiveNumber(text: string, name: string, integer: boolean): number {
@@ -174,12 +196,16 @@ async function runCase(
 ): Promise<RunFigures[]> {
   const { url } = broker;
   const { name, kind, valueBytes } = benchCase;
-  const { seconds, partitions, inFlight } = settings;
+  const { seconds, inFlight } = settings;
+  const topicConfig = {
+    partitions: settings.partitions,
+    flush: settings.flush,
+  };
   const figures: RunFigures[] = [];
 
   if (kind === "consume") {
     const topic = `${name}-backlog`;
-    await createTopic(url, topic, partitions);
+    await createTopic(url, topic, topicConfig);
     try {
       const size = name.slice(name.lastIndexOf("-") + 1);
       const wanted = Math.ceil(backlogPerSecond[size] * seconds);
@@ -217,9 +243,25 @@ async function runCase(
     return figures;
   }
 
+  if (kind === "fsync-floor") {
+    const tickRecords = Math.max(1, Math.round(settings.rate / 1000));
+    const writeBytes = batchHeaderBytes +
+      tickRecords * (valueBytes + recordOverheadBytes);
+    for (let run = 1; run <= settings.runs; run++) {
+      const result = measureFsyncFloor(writeBytes, seconds);
+      progress(
+        `${name} run ${run}: ${result.count} appends of ${writeBytes} B + fdatasync, p50 ${
+          result.p50Ms.toFixed(3)
+        } ms, p99 ${result.p99Ms.toFixed(3)} ms`,
+      );
+      figures.push({ "p50 ms": result.p50Ms, "p99 ms": result.p99Ms });
+    }
+    return figures;
+  }
+
   for (let run = 1; run <= settings.runs; run++) {
     const topic = `${name}-r${run}`;
-    await createTopic(url, topic, partitions);
+    await createTopic(url, topic, topicConfig);
     try {
       if (kind === "latency") {
         const result = await measureLatency({
@@ -229,17 +271,7 @@ async function runCase(
           seconds,
           ratePerSecond: settings.rate,
         });
-        progress(
-          `${name} run ${run}: p50 ${result.p50Ms.toFixed(3)} ms, p99 ${
-            result.p99Ms.toFixed(3)
-          } ms, max ${
-            result.maxMs.toFixed(1)
-          } ms over ${result.samples} records; ` +
-            `rate kept ${
-              Math.round(result.achievedRate)
-            }/s, missing ${result.missing}`,
-        );
-        figures.push({ "p50 ms": result.p50Ms, "p99 ms": result.p99Ms });
+        figures.push(reportLatency(name, run, result));
         continue;
       }
       const publishSettings = { url, topic, valueBytes, seconds, inFlight };
@@ -271,6 +303,32 @@ function reportThroughput(
     } MB/s`,
   );
   return figures;
+}
+
+function reportLatency(
+  name: string,
+  run: number,
+  result: LatencyResult,
+): RunFigures {
+  const ms = (value: number) => value.toFixed(3);
+  progress(
+    `${name} run ${run}: end to end p50 ${ms(result.p50Ms)} ms, p99 ${
+      ms(result.p99Ms)
+    } ms, max ${ms(result.maxMs)} ms over ${result.samples} records`,
+  );
+  progress(
+    `  publish to ack p50 ${ms(result.ackP50Ms)} ms, p99 ${
+      ms(result.ackP99Ms)
+    } ms; rate kept ${
+      Math.round(result.achievedRate)
+    }/s; missing ${result.missing}`,
+  );
+  return {
+    "p50 ms": result.p50Ms,
+    "p99 ms": result.p99Ms,
+    "ack p50 ms": result.ackP50Ms,
+    "ack p99 ms": result.ackP99Ms,
+  };
 }
 
 function progress(line: string): void {
@@ -395,7 +453,9 @@ async function main(): Promise<number> {
   const out = [
     "",
     `Dakghar bench: ${s.runs} run(s) of ${s.seconds} s, ${s.partitions} partition(s), ` +
-    `${s.inFlight} in flight, fsync before ack`,
+    `${s.inFlight} in flight, ${
+      s.flush === "sync" ? "fsync before ack" : "flush on an interval"
+    }`,
     ...machine,
     "",
     resultTable(results),

@@ -20,7 +20,7 @@ export interface PublishSettings {
 }
 
 /** Bytes of a record in a batch besides its value: lengths, deltas, null key, no headers. */
-const recordOverheadBytes = 4 + 4 + 4 + 4 + 4 + 2;
+export const recordOverheadBytes = 4 + 4 + 4 + 4 + 4 + 2;
 
 /** Records per WebSocket frame, so a frame carries about 128 KiB. */
 export function recordsPerFrame(valueBytes: number): number {
