@@ -27,17 +27,19 @@ export interface BrokerProcess {
 /** How long a child may live at most: a hung broker cannot hang the suite. */
 const LIFETIME_LIMIT_MS = 30_000;
 
+/** A broker process just spawned, maybe not listening yet. */
+export interface SpawnedBroker extends Omit<BrokerProcess, "url"> {
+  /** Resolves with the URL once it listens; rejects if it exits first. */
+  readonly listening: Promise<string>;
+}
+
 /**
- * Starts `serve --port 0 --data-dir <dataDir>` and waits for its
- * `listening` line.
+ * Spawns `serve --port 0 --data-dir <dataDir>` without waiting for it.
  *
  * @param dataDir the broker's data directory
- * @returns the running process
- * @throws {Error} when the process exits before it listens (with its output)
+ * @returns the process handle
  */
-export async function startBrokerProcess(
-  dataDir: string,
-): Promise<BrokerProcess> {
+export function spawnBrokerProcess(dataDir: string): SpawnedBroker {
   // On Node this file runs from build/test/, so the root is build/.
   const root = fileURLToPath(new URL("..", import.meta.url));
   const deno = (globalThis as { Deno?: { execPath(): string } }).Deno;
@@ -72,32 +74,47 @@ export async function startBrokerProcess(
     if (!hasExited) process.kill(pid, "SIGKILL");
   };
   const guard = setTimeout(killNow, LIFETIME_LIMIT_MS);
-
-  try {
-    const url = await new Promise<string>((resolve, reject) => {
-      child.stderr!.on("data", (chunk) => {
-        output += String(chunk);
-        const match = /listening url=(\S+)/.exec(output);
-        if (match) resolve(match[1]);
-      });
-      exited.then(() =>
-        reject(new Error(`Broker exited before listening:\n${output}`))
-      );
+  const listening = new Promise<string>((resolve, reject) => {
+    child.stderr!.on("data", (chunk) => {
+      output += String(chunk);
+      const match = /listening url=(\S+)/.exec(output);
+      if (match) resolve(match[1]);
     });
-    return {
-      url,
-      pid,
-      output: () => output,
-      killNow,
-      kill() {
-        killNow();
-        return exited;
-      },
-      exited,
-    };
+    exited.then(() =>
+      reject(new Error(`Broker exited before listening:\n${output}`))
+    );
+  });
+  // Callers that kill it early never look at the outcome.
+  listening.catch(() => {});
+  return {
+    pid,
+    output: () => output,
+    killNow,
+    kill() {
+      killNow();
+      return exited;
+    },
+    exited,
+    listening,
+  };
+}
+
+/**
+ * Starts `serve --port 0 --data-dir <dataDir>` and waits for its
+ * `listening` line.
+ *
+ * @param dataDir the broker's data directory
+ * @returns the running process
+ * @throws {Error} when the process exits before it listens (with its output)
+ */
+export async function startBrokerProcess(
+  dataDir: string,
+): Promise<BrokerProcess> {
+  const spawned = spawnBrokerProcess(dataDir);
+  try {
+    return { ...spawned, url: await spawned.listening };
   } catch (error) {
-    killNow();
-    await exited;
+    await spawned.kill();
     throw error;
   }
 }

@@ -17,8 +17,13 @@ import {
   batchLength,
   decodeBatches,
   type DecodedRecord,
+  encodeBatch,
 } from "../src/log/record_batch.ts";
-import { type BrokerProcess, startBrokerProcess } from "./_broker_process.ts";
+import {
+  type BrokerProcess,
+  spawnBrokerProcess,
+  startBrokerProcess,
+} from "./_broker_process.ts";
 import { connect } from "./http/_ws_client.ts";
 import { pickSeed, seededRandom } from "./log/_random.ts";
 
@@ -224,6 +229,7 @@ async function readPartition(
  * the place they were served at, as a consumer may have read them, and
  * those missing must stay missing.
  *
+ * @param segments receives each partition's segment count
  * @returns the log end of each partition
  */
 async function checkLog(
@@ -231,6 +237,7 @@ async function checkLog(
   topic: string,
   partitions: number,
   ledger: Ledger,
+  segments: number[] = [],
 ): Promise<number[]> {
   const seen = new Set<string>();
   const ends: number[] = [];
@@ -264,6 +271,20 @@ async function checkLog(
       sent.at = { partition, offset: record.offset };
     });
   }
+  const described = await fetch(`${url}/topics/${topic}`);
+  const { partitions: stats } = await described.json() as {
+    partitions: {
+      logStartOffset: number;
+      logEndOffset: number;
+      segments: number;
+    }[];
+  };
+  assert.equal(
+    stats.map((p) => [p.logStartOffset, p.logEndOffset]),
+    ends.map((end) => [0, end]),
+    "described log ends",
+  );
+  segments.push(...stats.map((p) => p.segments));
   const lost = [...ledger.records.values()].filter((r) =>
     r.at && !seen.has(r.id)
   );
@@ -388,12 +409,33 @@ async function publishOverWebSocket(round: Round): Promise<void> {
           );
         }
         pending.set(request, records);
-        socket.send({
-          op: "publish",
-          id: request,
-          topic: round.topic,
-          records: records.map((r) => r.json),
-        });
+        if (round.random() < 0.3) {
+          // A pre-framed batch in a msgpack frame, all for one partition.
+          const partition = Math.floor(round.random() * PARTITIONS);
+          for (const record of records) {
+            record.partition = partition;
+            record.timestamp ??= Date.now();
+          }
+          socket.send({
+            op: "publish",
+            id: request,
+            topic: round.topic,
+            partition,
+            batch: encodeBatch(records.map((r) => ({
+              key: r.key,
+              value: r.value,
+              headers: r.headers,
+              timestamp: r.timestamp!,
+            }))),
+          }, true);
+        } else {
+          socket.send({
+            op: "publish",
+            id: request,
+            topic: round.topic,
+            records: records.map((r) => r.json),
+          });
+        }
         request++;
       }
       if (pending.size === 0) break;
@@ -403,7 +445,19 @@ async function publishOverWebSocket(round: Round): Promise<void> {
         throw new Error(`unexpected frame ${JSON.stringify(frame)}`);
       }
       pending.delete(frame.id as number);
-      round.ledger.acknowledge(records, frame.offsets);
+      if (frame.lastOffset === undefined) {
+        round.ledger.acknowledge(records, frame.offsets);
+      } else {
+        const [{ partition, offset }] = frame.offsets as {
+          partition: number;
+          offset: number;
+        }[];
+        assert.is(frame.lastOffset, offset + records.length - 1, "lastOffset");
+        round.ledger.acknowledge(
+          records,
+          records.map((_, i) => ({ partition, offset: offset + i })),
+        );
+      }
       acked(round);
     }
   } catch (error) {
@@ -452,10 +506,16 @@ test("dakghar serve keeps every acknowledged record across SIGKILL and restart",
   const ledger = new Ledger();
   let broker: BrokerProcess | undefined;
   try {
+    // Small segments make kills land around rolls and recovery span segments.
+    const segmentBytes = [1024, 4096, 128 * 1024 * 1024][
+      Math.floor(random() * 3)
+    ];
+    console.log(`  segmentBytes=${segmentBytes}`);
     broker = await startBrokerProcess(dataDir);
     const created = await post(broker.url, "/topics", {
       name: topic,
       partitions: PARTITIONS,
+      segmentBytes,
     });
     assert.is(created.status, 201);
 
@@ -482,13 +542,31 @@ test("dakghar serve keeps every acknowledged record across SIGKILL and restart",
       await broker.kill();
       assert.equal(round.failures, [], "publishers before the kill");
 
+      // Sometimes the next start dies too, anywhere in its own recovery.
+      let interrupted = "";
+      if (random() < 0.5) {
+        const delay = Math.floor(random() * 400);
+        const doomed = spawnBrokerProcess(dataDir);
+        await new Promise((resolve) => setTimeout(resolve, delay));
+        await doomed.kill();
+        interrupted = `; a restart killed after ${delay} ms`;
+      }
+
       broker = await startBrokerProcess(dataDir);
       const open = [...ledger.records.values()].filter((r) => !r.at && !r.gone);
-      const ends = await checkLog(broker.url, topic, PARTITIONS, ledger);
+      const segments: number[] = [];
+      const ends = await checkLog(
+        broker.url,
+        topic,
+        PARTITIONS,
+        ledger,
+        segments,
+      );
       const kept = open.filter((r) => r.at).length;
       console.log(
-        `  round ${r}: killed after ${round.acks} acks; log ends ${ends}; ` +
-          `${kept} of ${open.length} unacknowledged records kept`,
+        `  round ${r}: kill at ack ${round.killAt} of ${round.acks}; ` +
+          `log ends ${ends} in ${segments} segments; ` +
+          `${kept} of ${open.length} unacknowledged records kept${interrupted}`,
       );
       await publishAtEnds(broker.url, topic, ends, ledger, random, `r${r}m`);
     }
@@ -569,8 +647,11 @@ test("dakghar serve cuts a garbled or torn segment tail after SIGKILL", async ()
   try {
     broker = await startBrokerProcess(dataDir);
     assert.is(
-      (await post(broker.url, "/topics", { name: topic, partitions: 2 }))
-        .status,
+      (await post(broker.url, "/topics", {
+        name: topic,
+        partitions: 2,
+        segmentBytes: 1024,
+      })).status,
       201,
     );
     await publishSome(broker.url, "a");
