@@ -660,6 +660,7 @@ test("dakghar serve cuts a garbled or torn segment tail after SIGKILL", async ()
     // Torn: the last batch of partition 0 loses its last few bytes.
     const segment = activeSegment(join(dataDir, "topics", topic, "0"));
     const batch = lastBatch(segment);
+    assert.ok(batch.length > 0, `a batch in ${segment}`);
     const cut = 1 + Math.floor(random() * Math.min(batch.length - 1, 64));
     truncateSync(segment, batch.size - cut);
     for (const record of ledger.records.values()) {
