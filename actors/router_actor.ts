@@ -25,7 +25,7 @@ import type {
 } from "../src/broker.ts";
 import { DakgharError, UnknownTopicError } from "../src/errors.ts";
 import type { PartitionLogConfig } from "../src/log/partition_log.ts";
-import { type BatchRecord, encodeBatch } from "../src/log/record_batch.ts";
+import { type BatchRecord, encodeRecords } from "../src/log/record_batch.ts";
 import { type Logger, silentLogger } from "../src/logger.ts";
 import { GroupCoordinator } from "../src/router/group_coordinator.ts";
 import { OffsetStore } from "../src/router/offset_store.ts";
@@ -206,11 +206,15 @@ export class RouterActor implements Broker {
       byPartition.set(partition, indexes);
     });
 
+    // Encode every partition's batches before appending any, so that a
+    // record the topic cannot take fails the request with nothing written.
     const now = Date.now();
-    const positions: RecordPosition[] = new Array(records.length);
-    await Promise.all(
-      [...byPartition].map(async ([partition, indexes]) => {
-        const batch = encodeBatch(indexes.map((index): BatchRecord => {
+    const { maxMessageBytes } = topic.description.config;
+    const appends = [...byPartition].map(([partition, indexes]) => ({
+      partition,
+      indexes,
+      batch: encodeRecords(
+        indexes.map((index): BatchRecord => {
           const record = records[index];
           return {
             key: record.key ?? null,
@@ -218,7 +222,14 @@ export class RouterActor implements Broker {
             headers: record.headers ?? [],
             timestamp: record.timestamp ?? now,
           };
-        }));
+        }),
+        maxMessageBytes,
+      ),
+    }));
+
+    const positions: RecordPosition[] = new Array(records.length);
+    await Promise.all(
+      appends.map(async ({ partition, indexes, batch }) => {
         const reply = await topic.partitions[partition].request({
           type: "append",
           batches: batch,

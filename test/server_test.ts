@@ -295,4 +295,45 @@ test("dakghar serve logs where it listens and stops on SIGTERM", async () => {
   }
 });
 
+test("POST /topics/:topic/records takes timestamps far apart and writes nothing for an oversize record", async () => {
+  await withBroker(async (running) => {
+    await call(running, "POST", "/topics", {
+      name: "times",
+      partitions: 2,
+      maxMessageBytes: 1000,
+    });
+    const spread = await call(running, "POST", "/topics/times/records", {
+      records: [
+        { value: "a", partition: 0 },
+        { value: "b", partition: 0, timestamp: 0 },
+        { value: "c", partition: 1, timestamp: 4_000_000_000 },
+      ],
+    });
+    assert.is(spread.status, 200);
+    const read = await call(
+      running,
+      "GET",
+      "/topics/times/partitions/0/records?offset=0",
+    );
+    const records = read.json.records as { value: string; timestamp: number }[];
+    assert.equal(records.map((r) => r.value), ["a", "b"]);
+    assert.is(records[1].timestamp, 0);
+
+    const tooLarge = await call(running, "POST", "/topics/times/records", {
+      records: [
+        { value: "fits", partition: 0 },
+        { value: "x".repeat(2000), partition: 1 },
+      ],
+    });
+    assert.is(tooLarge.status, 413);
+    assert.is(
+      (tooLarge.json.error as { code: string }).code,
+      "record_too_large",
+    );
+    const after = await call(running, "GET", "/topics/times");
+    const partitions = after.json.partitions as { logEndOffset: number }[];
+    assert.equal(partitions.map((p) => p.logEndOffset), [2, 1]);
+  });
+});
+
 test.run();

@@ -515,6 +515,53 @@ export function decodeBatches(bytes: Uint8Array): DecodedRecord[] {
   return records;
 }
 
+/**
+ * Encodes any number of records as concatenated batches, the form an append
+ * takes: one batch, unless the records' timestamps lie too far apart for one
+ * batch's 32-bit deltas, in which case a new batch starts at each record that
+ * does not fit. Every record is checked against `maxRecordBytes` before
+ * anything is encoded, so a request with one oversize record writes nothing.
+ *
+ * @param records at least one
+ * @param maxRecordBytes largest record allowed, its length field included
+ * @returns the batches, back to back
+ * @throws {RecordTooLargeError} when a record is larger than `maxRecordBytes`
+ * @throws {RangeError} as {@linkcode encodeBatch} does for other faults
+ * @example
+ * ```ts
+ * const bytes = encodeRecords(records, 1024 * 1024);
+ * ```
+ */
+export function encodeRecords(
+  records: BatchRecord[],
+  maxRecordBytes = Number.MAX_SAFE_INTEGER,
+): Uint8Array {
+  const starts = [0];
+  for (let index = 0; index < records.length; index++) {
+    const recordBytes = 4 + recordBodyBytes(records[index]);
+    if (recordBytes > maxRecordBytes) {
+      throw new RecordTooLargeError(recordBytes, maxRecordBytes);
+    }
+    const first = records[starts[starts.length - 1]].timestamp;
+    const delta = records[index].timestamp - first;
+    if (!(delta >= INT32_MIN && delta <= INT32_MAX)) starts.push(index);
+  }
+  if (starts.length === 1) return encodeBatch(records);
+
+  const batches = starts.map((start, i) =>
+    encodeBatch(records.slice(start, starts[i + 1] ?? records.length))
+  );
+  const bytes = new Uint8Array(
+    batches.reduce((total, batch) => total + batch.length, 0),
+  );
+  let position = 0;
+  for (const batch of batches) {
+    bytes.set(batch, position);
+    position += batch.length;
+  }
+  return bytes;
+}
+
 // ---------------------------------------------------------------------------
 // Slicing
 

@@ -11,6 +11,7 @@ import {
   batchRecordCount,
   decodeBatches,
   encodeBatch,
+  encodeRecords,
   forEachRecord,
   sliceBatches,
   stampBatch,
@@ -337,6 +338,28 @@ test("sliceBatches() throws on a zero batchLength instead of looping", () => {
   const bytes = stampedLog(0, [2, 2]);
   new DataView(bytes.buffer).setUint32(8, 0, true);
   assert.throws(() => sliceBatches(bytes, 3, 10), isA(MalformedBatchError));
+});
+
+test("encodeRecords() starts a new batch where timestamps are too far apart", () => {
+  const input = [record(0, 0), record(1, 1000), record(2, 4_000_000_000)];
+  const bytes = encodeRecords(input, MAX);
+  assert.equal(validateBatches(bytes, MAX), { batchCount: 2, recordCount: 3 });
+  assert.equal(
+    decodeBatches(bytes).map((r) => r.timestamp),
+    [0, 1000, 4_000_000_000],
+  );
+  assert.equal(
+    encodeRecords(input.slice(0, 2), MAX),
+    encodeBatch(input.slice(0, 2)),
+  );
+});
+
+test("encodeRecords() rejects an oversize record before encoding any", () => {
+  const big = { ...record(1), value: new Uint8Array(MAX) };
+  assert.throws(
+    () => encodeRecords([record(0), big], MAX),
+    isA(RecordTooLargeError),
+  );
 });
 
 test.run();
