@@ -39,6 +39,7 @@ export {
   decodeBatches,
   type DecodedRecord,
   encodeBatch,
+  encodeRecords,
   forEachRecord,
   sliceBatches,
   validateBatches,
