@@ -3,7 +3,7 @@
  * a backlog from the earliest offset, with credit for all of it at once, and
  * counts records from the batch headers until it has them all.
  */
-import { batchLength, batchRecordCount } from "../src/log/record_batch.ts";
+import { batchLength, batchRecordCount } from "../src/mod.ts";
 import { BenchSocket, type Frame } from "./bench_socket.ts";
 import type { Throughput } from "./load.ts";
 

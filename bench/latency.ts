@@ -6,7 +6,7 @@
  * send time, so it covers the frame to the broker, the append and fsync,
  * the high watermark advance, the fetch and the push back.
  */
-import { forEachRecord } from "../src/log/record_batch.ts";
+import { forEachRecord } from "../src/mod.ts";
 import { BenchSocket, type Frame } from "./bench_socket.ts";
 import { benchBatch, benchValue } from "./publish.ts";
 import { quantile } from "./stats.ts";

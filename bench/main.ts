@@ -14,6 +14,7 @@ import { parseArgs } from "node:util";
 import { type BrokerProcess, startBrokerProcess } from "./broker_process.ts";
 import { measureConsume } from "./consume.ts";
 import { type LatencyResult, measureLatency } from "./latency.ts";
+import { BATCH_HEADER_BYTES } from "../src/mod.ts";
 import { measureFsyncFloor } from "./fsync_floor.ts";
 import { createTopic, deleteTopic } from "./load.ts";
 import {
@@ -76,9 +77,6 @@ interface Target {
   /** Whether a larger figure is better (throughput) or a smaller one (latency). */
   higherIsBetter: boolean;
 }
-
-/** Bytes of a record batch header (docs/architecture.md). */
-const batchHeaderBytes = 40;
 
 const sizes = [
   { label: "100b", bytes: 100 },
@@ -245,7 +243,7 @@ async function runCase(
 
   if (kind === "fsync-floor") {
     const tickRecords = Math.max(1, Math.round(settings.rate / 1000));
-    const writeBytes = batchHeaderBytes +
+    const writeBytes = BATCH_HEADER_BYTES +
       tickRecords * (valueBytes + recordOverheadBytes);
     for (let run = 1; run <= settings.runs; run++) {
       const result = measureFsyncFloor(writeBytes, seconds);

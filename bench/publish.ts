@@ -4,7 +4,7 @@
  * before the clock starts, so the figures show the broker's cost, not the
  * load generator's.
  */
-import { type BatchRecord, encodeBatch } from "../src/log/record_batch.ts";
+import { type BatchRecord, encodeBatch } from "../src/mod.ts";
 import { BenchSocket } from "./bench_socket.ts";
 import { pipeline, type Throughput, valueText, withTimeout } from "./load.ts";
 
