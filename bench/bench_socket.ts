@@ -25,6 +25,9 @@ export class BenchSocket {
 
   private constructor(ws: WebSocket) {
     this.#ws = ws;
+    // A protocol or socket error is followed by "close", which fails what
+    // is pending; without a listener it would crash the bench instead.
+    ws.on("error", () => {});
     this.#closed = new Promise((resolve) => {
       ws.on("close", (code) => {
         const error = new Error(`WebSocket closed: ${code}`);
