@@ -109,8 +109,8 @@ const references = [
 
 /** Backlog records per second of `--seconds`, so a short run reads a small one. */
 const backlogPerSecond: Record<string, number> = {
-  "100b": 200_000,
-  "1kib": 40_000,
+  "100b": 400_000,
+  "1kib": 80_000,
 };
 
 function target(
