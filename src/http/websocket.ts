@@ -56,6 +56,12 @@ export interface WebSocketOptions {
   subscriptionsMax: number;
   /** Back-off after a failed fetch that may succeed later. */
   retryMs: number;
+  /**
+   * Bytes of publish frames one session may have waiting for acks. A
+   * publisher that does not wait for acks gets `too_many_requests` past it,
+   * so it cannot make the broker queue appends without bound.
+   */
+  publishBytesInFlightMax: number;
 }
 
 const defaults: Omit<WebSocketOptions, "log"> = {
@@ -68,6 +74,7 @@ const defaults: Omit<WebSocketOptions, "log"> = {
   badFrameWindowMs: 10_000,
   subscriptionsMax: 100,
   retryMs: 1_000,
+  publishBytesInFlightMax: 64 * 1024 * 1024,
 };
 
 /** Encoding of a frame on the wire. */
@@ -124,6 +131,9 @@ class Session {
   #badFrameTimes: number[] = [];
   #drainWaiters: (() => void)[] = [];
   #drainTimer: ReturnType<typeof setInterval> | undefined;
+  #publishBytesInFlight = 0;
+  /** Size of the frame being dispatched (UTF-16 units for text). */
+  #frameBytes = 0;
 
   constructor(readonly broker: Broker, readonly options: WebSocketOptions) {
     this.log = options.log.scope("ws", { session: this.id });
@@ -148,6 +158,9 @@ class Session {
 
     let frame: Frame;
     try {
+      this.#frameBytes = typeof data === "string"
+        ? data.length
+        : (data as ArrayBuffer).byteLength;
       frame = this.decode(data);
     } catch (error) {
       this.badFrame(error as BadFrame);
@@ -277,6 +290,22 @@ class Session {
   publish(frame: Frame): void {
     const id = requestId(frame);
     const topic = requiredString(frame, "topic");
+    const bytes = this.#frameBytes;
+    if (
+      this.#publishBytesInFlight > 0 &&
+      this.#publishBytesInFlight + bytes > this.options.publishBytesInFlightMax
+    ) {
+      throw new DakgharError(
+        "too_many_requests",
+        `Too many publish bytes waiting for acks: ${this.#publishBytesInFlight}`,
+        { maxBytes: this.options.publishBytesInFlightMax },
+      );
+    }
+    // Counted from the broker call on, so a frame rejected below costs nothing.
+    const inFlight = <T>(publishing: Promise<T>): Promise<T> => {
+      this.#publishBytesInFlight += bytes;
+      return publishing.finally(() => this.#publishBytesInFlight -= bytes);
+    };
     if (frame.batch instanceof Uint8Array) {
       const partition = frame.partition === undefined
         ? undefined
@@ -286,19 +315,20 @@ class Session {
         : frame.key instanceof Uint8Array
         ? frame.key
         : null;
-      this.broker.publish(topic, frame.batch, { partition, key }).then(
-        (result) =>
-          this.send({
-            op: "ack",
-            id,
-            offsets: [{
-              partition: result.partition,
-              offset: result.baseOffset,
-            }],
-            lastOffset: result.lastOffset,
-          }),
-        (error) => this.sendError(id, error),
-      );
+      inFlight(this.broker.publish(topic, frame.batch, { partition, key }))
+        .then(
+          (result) =>
+            this.send({
+              op: "ack",
+              id,
+              offsets: [{
+                partition: result.partition,
+                offset: result.baseOffset,
+              }],
+              lastOffset: result.lastOffset,
+            }),
+          (error) => this.sendError(id, error),
+        );
       return;
     }
     if (!Array.isArray(frame.records)) {
@@ -317,7 +347,7 @@ class Session {
       {},
       Date.now(),
     );
-    this.broker.publishRecords(topic, records).then(
+    inFlight(this.broker.publishRecords(topic, records)).then(
       (offsets) => this.send({ op: "ack", id, offsets }),
       (error) => this.sendError(id, error),
     );

@@ -9,6 +9,9 @@ import { serve as serveNode } from "@hono/node-server";
 import { createNodeWebSocket, type NodeWebSocket } from "@hono/node-ws";
 import type { ServeOptions, Server, UpgradeWebSocket } from "./types.ts";
 
+/** Largest WebSocket message accepted, as large as an HTTP request body. */
+const webSocketMessageBytesMax = 64 * 1024 * 1024;
+
 // One WebSocket server per app: serve() must inject the same one that
 // webSocketFor() handed to the routes.
 const webSockets = new WeakMap<Hono, NodeWebSocket>();
@@ -31,6 +34,10 @@ export function webSocketFor(app: Hono): UpgradeWebSocket {
   let nodeWebSocket = webSockets.get(app);
   if (!nodeWebSocket) {
     nodeWebSocket = createNodeWebSocket({ app });
+    // ws buffers a whole message before handing it over, up to 100 MiB by
+    // default; keep that to the HTTP body limit. Larger frames close the
+    // socket with 1009.
+    nodeWebSocket.wss.options.maxPayload = webSocketMessageBytesMax;
     webSockets.set(app, nodeWebSocket);
   }
   const upgrade = nodeWebSocket.upgradeWebSocket;

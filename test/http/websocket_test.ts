@@ -383,4 +383,51 @@ test("unsubscribe and close end the fetch loops", async () => {
   }
 });
 
+test("publish past publishBytesInFlightMax gets too_many_requests until acks come", async () => {
+  const broker = new FakeBroker();
+  await broker.createTopic("orders", { partitions: 1 });
+  const app = createApp(broker, {
+    log: silentLogger,
+    webSocketFor: runtime.webSocketFor,
+    webSocket: { publishBytesInFlightMax: 400 }, // two frames of ~160
+  });
+  const server = await runtime.serve(app, { hostname: "127.0.0.1", port: 0 });
+  const held: (() => void)[] = [];
+  const publishRecords = broker.publishRecords.bind(broker);
+  broker.publishRecords = (topic, records) =>
+    new Promise((resolve) =>
+      held.push(() => resolve(publishRecords(topic, records)))
+    );
+  const socket = await connect(`ws://127.0.0.1:${server.port}/ws`);
+  try {
+    const frame = (id: number) => ({
+      op: "publish",
+      id,
+      topic: "orders",
+      records: [{ value: "x".repeat(100) }],
+    });
+    socket.send(frame(1));
+    socket.send(frame(2));
+    socket.send(frame(3));
+    const refused = await socket.next();
+    assert.is(refused.op, "error");
+    assert.is(refused.id, 3);
+    assert.is(refused.code, "too_many_requests");
+
+    while (held.length < 2) await new Promise((r) => setTimeout(r, 5));
+    for (const release of held.splice(0)) release();
+    assert.is((await socket.next()).op, "ack");
+    assert.is((await socket.next()).op, "ack");
+    socket.send(frame(4));
+    while (held.length < 1) await new Promise((r) => setTimeout(r, 5));
+    held.splice(0)[0]();
+    const ack = await socket.next();
+    assert.is(ack.op, "ack");
+    assert.is(ack.id, 4);
+  } finally {
+    await socket.close();
+    await server.close();
+  }
+});
+
 test.run();
