@@ -87,8 +87,11 @@ export function resolveTopicConfig(
       config.flush = value;
       continue;
     }
+    // Own keys only: `constructor` or `__proto__` would find Object.prototype.
+    if (!Object.hasOwn(limits, key)) {
+      throw invalidConfig(key, value, "unknown setting");
+    }
     const limit = limits[key as keyof typeof limits];
-    if (limit === undefined) throw invalidConfig(key, value, "unknown setting");
     const ok = typeof value === "number" && Number.isInteger(value) &&
       ((value >= limit.min && value <= limit.max) ||
         (limit.unlimited === true && value === -1));

@@ -67,6 +67,25 @@ test("resolveTopicConfig() fills defaults and checks ranges", () => {
   }
 });
 
+test("resolveTopicConfig() rejects keys inherited from Object.prototype", () => {
+  for (
+    const key of ["__proto__", "constructor", "toString", "hasOwnProperty"]
+  ) {
+    // JSON.parse makes `__proto__` an own key, as a request body would.
+    const options = JSON.parse(`{"${key}": 5}`);
+    try {
+      resolveTopicConfig(options);
+      assert.unreachable(key);
+    } catch (error) {
+      assert.instance(error, DakgharError, key);
+      const { code, context, message } = error as DakgharError;
+      assert.is(code, "invalid_config", key);
+      assert.is(context.setting, key);
+      assert.match(message, "unknown setting");
+    }
+  }
+});
+
 test("create() persists topic.json and load() reads it back", () => {
   const store = new TopicStore(runtime.fs, dir, silentLogger);
   store.load();
