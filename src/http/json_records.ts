@@ -315,11 +315,13 @@ function toConsumerRecord(
   json.value = value.text;
   if (value.base64) json.valueEncoding = "base64";
 
-  // Header values are text by convention; all go base64 if any is not.
+  // Header values are text by convention; all go base64 if any is not, or
+  // when the client asked for base64.
   const texts = record.headers.map(([, bytes]) =>
-    bytes === null ? null : decodeUtf8(bytes)
+    bytes === null || encoding === "base64" ? null : decodeUtf8(bytes)
   );
-  const headersBase64 = texts.some((text) => text === undefined);
+  const headersBase64 = record.headers.length > 0 &&
+    (encoding === "base64" || texts.some((text) => text === undefined));
   record.headers.forEach(([name, bytes], index) => {
     json.headers[name] = bytes === null
       ? null

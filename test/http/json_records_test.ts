@@ -203,4 +203,23 @@ test("toConsumerRecords() writes base64 when asked", () => {
   });
 });
 
+test("toConsumerRecords() writes UTF-8 header values as base64 when asked", () => {
+  const batch = encodeBatch([{
+    key: null,
+    value: utf8("hi"),
+    headers: [["trace", utf8("abc")], ["empty", null]],
+    timestamp: 7,
+  }, {
+    key: null,
+    value: utf8("no headers"),
+    headers: [],
+    timestamp: 7,
+  }]);
+  const [record, bare] = toConsumerRecords(decodeBatches(batch), "base64");
+  assert.equal(record.headers, { trace: "YWJj", empty: null });
+  assert.is(record.headersEncoding, "base64");
+  assert.equal(bare.headers, {});
+  assert.is(bare.headersEncoding, undefined);
+});
+
 test.run();
