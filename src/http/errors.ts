@@ -25,7 +25,10 @@ export function toClientError(error: unknown): DakgharError {
         field: "body",
       });
     }
-    const code = error.status === 401
+    // bearerAuth answers a header it cannot parse (`Basic …`) with 400;
+    // any failure that carries a bearer challenge is an auth failure.
+    const challenged = error.getResponse().headers.has("WWW-Authenticate");
+    const code = error.status === 401 || challenged
       ? "unauthorized"
       : error.status === 413
       ? "body_too_large"

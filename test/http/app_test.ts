@@ -296,6 +296,19 @@ test("createApp() with a token requires it everywhere but /health", async () => 
   assert.is(allowed.status, 200);
 });
 
+test("createApp() answers a malformed Authorization header with 401 JSON", async () => {
+  const { app } = await setup({ token: "s3cret" });
+  for (const header of ["Basic czNjcmV0", "Bearer", "Bearer a b", "s3cret"]) {
+    const response = await app.request("/topics", {
+      headers: { Authorization: header },
+    });
+    const denied = await errorOf(response);
+    assert.is(denied.status, 401, header);
+    assert.is(denied.code, "unauthorized", header);
+    assert.ok(response.headers.get("WWW-Authenticate"), header);
+  }
+});
+
 test("createApp() takes the token as ?token= on /ws only", async () => {
   const { app } = await setup({ token: "s3cret" });
   // No WebSocket helper here, so a request that passes auth finds no route.
