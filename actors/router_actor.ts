@@ -26,6 +26,7 @@ import type {
 import { DakgharError, UnknownTopicError } from "../src/errors.ts";
 import type { PartitionLogConfig } from "../src/log/partition_log.ts";
 import { type BatchRecord, encodeRecords } from "../src/log/record_batch.ts";
+import { type DataDirLock, lockDataDir } from "../src/router/data_dir_lock.ts";
 import { type Logger, silentLogger } from "../src/logger.ts";
 import { GroupCoordinator } from "../src/router/group_coordinator.ts";
 import { OffsetStore } from "../src/router/offset_store.ts";
@@ -74,7 +75,12 @@ export async function startRouter(
   options: RouterOptions,
 ): Promise<RouterActor> {
   const router = new RouterActor(options);
-  await router.start();
+  try {
+    await router.start();
+  } catch (error) {
+    await router.close();
+    throw error;
+  }
   return router;
 }
 
@@ -88,6 +94,7 @@ export class RouterActor implements Broker {
   readonly #creating = new Map<string, Promise<TopicDescription>>();
   readonly #topicDefaults: TopicConfig;
   #closing = false;
+  #lock: DataDirLock | undefined;
 
   constructor(options: RouterOptions) {
     this.#options = options;
@@ -111,6 +118,13 @@ export class RouterActor implements Broker {
 
   /** Loads topics and groups; called once by {@linkcode startRouter}. */
   async start(): Promise<void> {
+    // Before any file is read: a second broker on this directory must not
+    // recover, or mark clean, partitions that a live broker is writing.
+    this.#lock = lockDataDir(
+      this.#options.runtime.fs,
+      this.#options.dataDir,
+      this.#log,
+    );
     const started: Promise<unknown>[] = [];
     for (const description of this.#store.load()) {
       started.push(this.#startTopic(description));
@@ -338,6 +352,7 @@ export class RouterActor implements Broker {
     const partitions = [...this.#topics.values()].flatMap((t) => t.partitions);
     await Promise.all(partitions.map((p) => p.close(false)));
     this.#topics.clear();
+    this.#lock?.release();
     this.#log.info("router closed", { partitions: partitions.length });
   }
 

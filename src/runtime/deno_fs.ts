@@ -27,6 +27,7 @@ interface DenoOpenOptions {
   read?: boolean;
   write?: boolean;
   create?: boolean;
+  createNew?: boolean;
   truncate?: boolean;
   mode?: number;
 }
@@ -46,7 +47,7 @@ interface DenoLike {
   renameSync(from: string, to: string): void;
   rename(from: string, to: string): Promise<void>;
   readFileSync(path: string): Uint8Array;
-  errors: { NotFound: new () => Error };
+  errors: { NotFound: new () => Error; AlreadyExists: new () => Error };
 }
 
 /** `Deno.SeekMode.Start`. */
@@ -249,6 +250,28 @@ export const denoFileSystem: FileSystem = {
     } finally {
       directory.close();
     }
+  },
+
+  createExclusive(path: string, bytes: Uint8Array): boolean {
+    let file: DenoFile;
+    try {
+      file = deno().openSync(path, {
+        write: true,
+        createNew: true,
+        mode: 0o644,
+      });
+    } catch (error) {
+      if (error instanceof deno().errors.AlreadyExists) return false;
+      throw error;
+    }
+    try {
+      writeAll(file, bytes, 0);
+      file.syncDataSync();
+    } finally {
+      file.close();
+    }
+    denoFileSystem.syncDirectory(parentOf(path));
+    return true;
   },
 
   syncDirectory(path: string): void {

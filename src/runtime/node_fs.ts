@@ -177,6 +177,24 @@ export const nodeFileSystem: FileSystem = {
     }
   },
 
+  createExclusive(path: string, bytes: Uint8Array): boolean {
+    let fd: number;
+    try {
+      fd = fs.openSync(path, "wx", 0o644);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "EEXIST") return false;
+      throw error;
+    }
+    try {
+      writeAll(fd, bytes, 0);
+      fs.fdatasyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    nodeFileSystem.syncDirectory(parentOf(path));
+    return true;
+  },
+
   syncDirectory(path: string): void {
     const fd = fs.openSync(path, "r");
     try {

@@ -62,6 +62,11 @@ export interface FileSystem {
   writeFileAtomic(path: string, bytes: Uint8Array): void;
   /** Async version of {@linkcode writeFileAtomic} for the main thread. */
   writeFileAtomicAsync(path: string, bytes: Uint8Array): Promise<void>;
+  /**
+   * Creates `path` holding `bytes`, fsynced, only if no file of that name
+   * exists: an atomic test-and-create. Returns false when it existed.
+   */
+  createExclusive(path: string, bytes: Uint8Array): boolean;
   /** fsyncs a directory so that creates, renames and deletes in it are durable. */
   syncDirectory(path: string): void;
 }

@@ -93,4 +93,6 @@ export class FaultyFileSystem implements FileSystem {
   writeFileAtomicAsync = (path: string, bytes: Uint8Array) =>
     this.inner.writeFileAtomicAsync(path, bytes);
   syncDirectory = (path: string) => this.inner.syncDirectory(path);
+  createExclusive = (path: string, bytes: Uint8Array) =>
+    this.inner.createExclusive(path, bytes);
 }

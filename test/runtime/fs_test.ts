@@ -128,4 +128,11 @@ test("writeFileAtomic() into a missing directory throws and leaves nothing", asy
   assert.equal(fs.list(dir), []);
 });
 
+test("createExclusive() creates a file once and never overwrites it", () => {
+  assert.ok(fs.createExclusive(`${dir}/lock`, bytes(1, 2)));
+  assert.not.ok(fs.createExclusive(`${dir}/lock`, bytes(3)));
+  assert.equal([...fs.readFile(`${dir}/lock`)], [1, 2]);
+  assert.throws(() => fs.createExclusive(`${dir}/none/lock`, bytes(1)));
+});
+
 test.run();
