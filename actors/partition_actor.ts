@@ -52,6 +52,8 @@ const requestErrors = new Set([
 interface WaitingRead {
   offset: number;
   maxBytes: number;
+  /** The high watermark when the read began waiting; it wakes once it moves. */
+  highWatermark: number;
   timer: ReturnType<typeof setTimeout>;
 }
 
@@ -234,10 +236,25 @@ class PartitionActor {
     const { id, offset, maxBytes, maxWaitMs } = request;
     const caughtUp = offset >= log.highWatermark &&
       offset <= log.logEndOffset;
-    if (!caughtUp) return this.#replyRecords(log, id, offset, maxBytes);
-    if (maxWaitMs <= 0) return this.#replyEmpty(log, id);
+    if (!caughtUp) {
+      // Throws OffsetOutOfRangeError outside [logStartOffset, logEndOffset].
+      const bytes = log.read(offset, maxBytes);
+      if (bytes.length > 0 || maxWaitMs <= 0) {
+        return this.#replyBytes(log, id, bytes);
+      }
+      // Nothing below the high watermark from here on: the offset lies in
+      // offsets lost to a crash, which recovery stepped the log end past.
+      // Like a caught-up read, it waits for the next append.
+    } else if (maxWaitMs <= 0) {
+      return this.#replyEmpty(log, id);
+    }
     const timer = setTimeout(() => this.#answerWaiting(id, true), maxWaitMs);
-    this.#waiting.set(id, { offset, maxBytes, timer });
+    this.#waiting.set(id, {
+      offset,
+      maxBytes,
+      highWatermark: log.highWatermark,
+      timer,
+    });
   }
 
   #replyRecords(
@@ -246,7 +263,10 @@ class PartitionActor {
     offset: number,
     maxBytes: number,
   ): void {
-    const bytes = log.read(offset, maxBytes);
+    this.#replyBytes(log, id, log.read(offset, maxBytes));
+  }
+
+  #replyBytes(log: PartitionLog, id: number, bytes: Uint8Array): void {
     this.#reply({
       type: "records",
       id,
@@ -286,7 +306,9 @@ class PartitionActor {
 
   #wakeReaders(log: PartitionLog): void {
     for (const [id, waiting] of [...this.#waiting]) {
-      if (waiting.offset < log.highWatermark) this.#answerWaiting(id, false);
+      if (log.highWatermark > waiting.highWatermark) {
+        this.#answerWaiting(id, false);
+      }
     }
   }
 

@@ -1,4 +1,5 @@
 import { suite } from "uvu";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as assert from "uvu/assert";
 import { type RouterActor, startRouter } from "../../actors/router_actor.ts";
 import { DakgharError } from "../../src/errors.ts";
@@ -282,6 +283,43 @@ test("close() rejects later calls with shutting_down", async () => {
   assert.is(
     await codeOf(broker.publishRecords("t", [{ value: null }])),
     "shutting_down",
+  );
+});
+
+test("read() in offsets lost at the log end waits for the next append", async () => {
+  let broker = await start();
+  await broker.createTopic("t");
+  for (const value of ["a", "b", "c"]) {
+    await broker.publishRecords("t", [{ value: text(value) }]);
+  }
+  await broker.close();
+  broker = await start(); // records the recovery point at offset 3
+  await broker.close();
+
+  // A crash that tears the last batch: recovery cuts it, and the log end
+  // stays at 3 so that offset 2 is never given out again.
+  const partitionDir = `${dir}/topics/t/0`;
+  rmSync(`${partitionDir}/clean-shutdown`);
+  const segment = `${partitionDir}/${"0".repeat(20)}.log`;
+  const bytes = readFileSync(segment);
+  bytes[bytes.length - 1] ^= 0xff;
+  writeFileSync(segment, bytes);
+
+  broker = await start();
+  const [stats] = (await broker.describeTopic("t")).partitions;
+  assert.is(stats.logEndOffset, 3);
+  assert.is(stats.highWatermark, 3);
+  assert.equal(await readValues(broker, "t", 0, 2), []);
+
+  const waiting = broker.read("t", 0, 2, {
+    maxBytes: 1 << 20,
+    maxWaitMs: 30_000,
+  });
+  await broker.publishRecords("t", [{ value: text("d") }]);
+  const result = await waiting;
+  assert.equal(
+    decodeBatches(result.bytes).map((r) => `${r.offset}:${untext(r.value)}`),
+    ["3:d"],
   );
 });
 
