@@ -53,7 +53,15 @@ export interface RouterOptions {
   autoCreateTopics?: boolean;
   /** Settings for topics created without them; defaults to `defaultTopicConfig`. */
   topicDefaults?: Partial<TopicConfig>;
+  /**
+   * Most partitions across all topics (default 256). Each partition is a
+   * worker thread costing about 16 MB, so this bounds the broker's memory.
+   */
+  maxPartitions?: number;
 }
+
+/** Default for {@linkcode RouterOptions.maxPartitions}. */
+export const defaultMaxPartitions = 256;
 
 interface Topic {
   description: TopicDescription;
@@ -143,6 +151,9 @@ export class RouterActor implements Broker {
     options?: Partial<TopicConfig>,
   ): Promise<TopicDescription> {
     this.#checkOpen();
+    this.#checkPartitionBudget(
+      options?.partitions ?? this.#topicDefaults.partitions,
+    );
     const description = this.#store.create(
       name,
       options,
@@ -354,6 +365,22 @@ export class RouterActor implements Broker {
     this.#topics.clear();
     this.#lock?.release();
     this.#log.info("router closed", { partitions: partitions.length });
+  }
+
+  #checkPartitionBudget(requested: unknown): void {
+    if (typeof requested !== "number") return; // the store rejects it
+    const max = this.#options.maxPartitions ?? defaultMaxPartitions;
+    const existing = this.#store.list().reduce(
+      (sum, topic) => sum + topic.config.partitions,
+      0,
+    );
+    if (existing + requested > max) {
+      throw new DakgharError(
+        "invalid_config",
+        `Cannot create ${requested} partitions: the broker has ${existing} of at most ${max}`,
+        { field: "partitions", existing, maxPartitions: max },
+      );
+    }
   }
 
   /** A partition's actor, for tests that kill workers. */

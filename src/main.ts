@@ -15,6 +15,8 @@ import {
 } from "./logger.ts";
 import { runtime } from "./runtime/mod.ts";
 import { type RunningBroker, startBroker } from "./server.ts";
+import { defaultMaxPartitions } from "../actors/router_actor.ts";
+import { DakgharError } from "./errors.ts";
 
 const usage = `Usage: dakghar serve [options]
 
@@ -23,6 +25,7 @@ Options (environment variable in brackets):
   --host <address>       interface to listen on; 0.0.0.0 for every one [DAKGHAR_HOST] (127.0.0.1)
   --data-dir <path>      where topics and groups are stored [DAKGHAR_DATA_DIR] (./data)
   --auto-create-topics   create a topic on its first publish [DAKGHAR_AUTO_CREATE_TOPICS]
+  --max-partitions <n>   most partitions across all topics [DAKGHAR_MAX_PARTITIONS] (256)
   --token <secret>       require "Authorization: Bearer <secret>" [DAKGHAR_TOKEN]
   --log-level <level>    trace, debug, info, warn or error [DAKGHAR_LOG_LEVEL] (info)
   -h, --help             show this text
@@ -34,6 +37,7 @@ interface ServeSettings {
   host: string;
   dataDir: string;
   autoCreateTopics: boolean;
+  maxPartitions: number;
   token: string | undefined;
   logLevel: LogLevel;
 }
@@ -47,6 +51,7 @@ function parseSettings(args: string[]): ServeSettings | "help" {
       host: { type: "string" },
       "data-dir": { type: "string" },
       "auto-create-topics": { type: "boolean" },
+      "max-partitions": { type: "string" },
       token: { type: "string" },
       "log-level": { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -65,6 +70,14 @@ function parseSettings(args: string[]): ServeSettings | "help" {
   if (!(port >= 0 && port <= 65535)) {
     throw new RangeError(`Cannot parse port: ${portText}`);
   }
+  const maxPartitionsText = values["max-partitions"] ??
+    env("MAX_PARTITIONS") ?? String(defaultMaxPartitions);
+  const maxPartitions = /^\d+$/.test(maxPartitionsText)
+    ? Number(maxPartitionsText)
+    : NaN;
+  if (!(maxPartitions >= 1)) {
+    throw new RangeError(`Cannot parse max partitions: ${maxPartitionsText}`);
+  }
   const autoCreate = env("AUTO_CREATE_TOPICS");
   return {
     port,
@@ -73,6 +86,7 @@ function parseSettings(args: string[]): ServeSettings | "help" {
     autoCreateTopics: values["auto-create-topics"] ??
       (autoCreate !== undefined && autoCreate !== "0" &&
         autoCreate !== "false"),
+    maxPartitions,
     token: values.token ?? env("TOKEN"),
     logLevel: parseLogLevel(values["log-level"] ?? env("LOG_LEVEL") ?? "info"),
   };
@@ -121,6 +135,7 @@ async function main(): Promise<void> {
     hostname: settings.host,
     token: settings.token,
     autoCreateTopics: settings.autoCreateTopics,
+    maxPartitions: settings.maxPartitions,
     logger: log,
     runtime,
   });
@@ -135,6 +150,14 @@ async function main(): Promise<void> {
 }
 
 main().catch((error) => {
-  console.error(error instanceof Error ? error.stack ?? error.message : error);
+  // An expected failure (a locked data directory, a port in use) is one
+  // line; anything else keeps its stack.
+  console.error(
+    error instanceof DakgharError
+      ? `Cannot start: ${error.message}`
+      : error instanceof Error
+      ? error.stack ?? error.message
+      : error,
+  );
   runtime.exit(1);
 });

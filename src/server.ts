@@ -20,6 +20,8 @@ export interface BrokerServerOptions {
   token?: string;
   /** Create a topic with default settings on its first publish. */
   autoCreateTopics?: boolean;
+  /** Most partitions across all topics (default 256): one worker thread each. */
+  maxPartitions?: number;
   /** Settings for topics created without them. */
   topicDefaults?: Partial<TopicConfig>;
   /** Largest request body in bytes (default 64 MiB). */
@@ -69,6 +71,7 @@ export async function startBroker(
     runtime,
     logger: log,
     autoCreateTopics: options.autoCreateTopics,
+    maxPartitions: options.maxPartitions,
     topicDefaults: options.topicDefaults,
   });
 

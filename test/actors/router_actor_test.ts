@@ -323,4 +323,15 @@ test("read() in offsets lost at the log end waits for the next append", async ()
   );
 });
 
+test("createTopic() refuses partitions past maxPartitions", async () => {
+  router = await startRouter({ dataDir: dir, runtime, maxPartitions: 3 });
+  await router.createTopic("a", { partitions: 2 });
+  assert.is(
+    await codeOf(router.createTopic("b", { partitions: 2 })),
+    "invalid_config",
+  );
+  assert.equal(router.listTopics().map((t) => t.name), ["a"]);
+  await router.createTopic("c", { partitions: 1 });
+});
+
 test.run();
