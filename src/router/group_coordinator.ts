@@ -8,7 +8,9 @@
  * generation goes up and each topic's partitions are split into contiguous
  * ranges over its members sorted by id, the first `count % members` members
  * taking one extra: 5 partitions over members a, b → a: 0-2, b: 3-4.
- * Rebalances of one group run one at a time, in the order asked.
+ * A member left without partitions gets `onAssignment` with none, when it
+ * joins and whenever it loses its last partition, not again while it stays
+ * empty. Rebalances of one group run one at a time, in the order asked.
  *
  * Where an assigned member starts: the committed offset, clamped into
  * [logStartOffset, logEndOffset]; else the position chosen the first time
@@ -52,6 +54,8 @@ interface Member {
   topic: string;
   from: StartPosition;
   partitions: number[];
+  /** What the last `onAssignment` handed out; undefined before the first. */
+  lastAssigned: number[] | undefined;
 }
 
 interface Group {
@@ -160,6 +164,7 @@ export class GroupCoordinator {
       topic,
       from,
       partitions: [],
+      lastAssigned: undefined,
     });
     this.#options.log.info("member joined", {
       group: name,
@@ -399,8 +404,13 @@ export class GroupCoordinator {
       const assignment = rangeAssign(ids.sort(), ranges.length);
       for (const [id, partitions] of assignment) {
         const member = group.members.get(id);
-        if (member === undefined || partitions.length === 0) continue;
+        if (member === undefined) continue;
+        // A member left with nothing still hears so, once per change.
+        if (partitions.length === 0 && member.lastAssigned?.length === 0) {
+          continue;
+        }
         member.partitions = partitions;
+        member.lastAssigned = partitions;
         const handout = partitions.map((partition) => ({
           partition,
           offset: this.#startOffset(

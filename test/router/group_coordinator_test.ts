@@ -113,6 +113,25 @@ test("joinGroup() revokes and reassigns on every join and leave", async () => {
   }]);
 });
 
+test("joinGroup() tells a member without partitions, once per change", async () => {
+  const groups = coordinator();
+  const [a, b, c, d, e] = ["a", "b", "c", "d", "e"].map(member);
+  for (const m of [b, c, d]) {
+    await groups.joinGroup("g", "orders", m.handle, "earliest");
+  }
+  await groups.joinGroup("g", "orders", a.handle, "earliest");
+  assert.equal(d.state.events.slice(-2), ["revoke 3 2", "assign 4 "]);
+  assert.equal(d.state.assigned, []);
+
+  await groups.joinGroup("g", "orders", e.handle, "earliest");
+  assert.equal(e.state.events, ["assign 5 "]);
+  assert.equal(d.state.events.slice(-1), ["assign 4 "]);
+
+  await groups.leaveGroup("g", "a");
+  await groups.leaveGroup("g", "e");
+  assert.equal(d.state.events.slice(-1), ["assign 7 2"]);
+});
+
 test("joinGroup() starts at the log start or end as the member asks", async () => {
   const groups = coordinator();
   const early = member("early");
