@@ -471,6 +471,12 @@ interface SubscriptionSettings {
 /** Where a subscription without a group starts. */
 type From = StartPosition | { offset: number } | { timestamp: number };
 
+/** An assignment as the group coordinator hands it to a member. */
+interface Assignment {
+  generation: number;
+  partitions: PartitionAssignment[];
+}
+
 /** One subscription of a session: its credit and one fetch per partition. */
 class Subscription {
   credit = 0;
@@ -479,6 +485,9 @@ class Subscription {
   readonly memberId: string;
   readonly fetches = new Map<number, PartitionFetch>();
   #creditWaiters: (() => void)[] = [];
+  /** False until the client has `subscribed`; assignments wait for it. */
+  #announced = false;
+  #pendingAssignment: Assignment | undefined;
 
   constructor(
     readonly session: Session,
@@ -496,13 +505,20 @@ class Subscription {
     const { broker } = this.session;
     const { topic, group } = this.settings;
     if (group !== undefined) {
-      this.session.send({ op: "subscribed", id, sub: this.sub });
+      // The join hands out the first assignment before it resolves; that
+      // assignment waits so that a failed join answers with `error` alone.
       await broker.joinGroup(
         group,
         topic,
         this.memberHandle(),
         from as StartPosition,
       );
+      if (this.stopped) return;
+      this.session.send({ op: "subscribed", id, sub: this.sub });
+      this.#announced = true;
+      const pending = this.#pendingAssignment;
+      this.#pendingAssignment = undefined;
+      if (pending !== undefined) this.assign(pending);
       return;
     }
 
@@ -544,18 +560,10 @@ class Subscription {
   memberHandle() {
     return {
       id: this.memberId,
-      onAssignment: (
-        assignment: { generation: number; partitions: PartitionAssignment[] },
-      ) => {
+      onAssignment: (assignment: Assignment) => {
         if (this.stopped) return;
-        this.generation = assignment.generation;
-        this.session.send({
-          op: "assigned",
-          sub: this.sub,
-          generation: assignment.generation,
-          partitions: assignment.partitions,
-        });
-        for (const start of assignment.partitions) this.startFetch(start);
+        if (this.#announced) this.assign(assignment);
+        else this.#pendingAssignment = assignment;
       },
       onRevocation: (
         revocation: { generation: number; partitions: number[] },
@@ -564,7 +572,8 @@ class Subscription {
           this.fetches.get(partition)?.stop();
           this.fetches.delete(partition);
         }
-        if (this.stopped) return;
+        if (!this.#announced) this.#pendingAssignment = undefined;
+        if (this.stopped || !this.#announced) return;
         this.session.send({
           op: "revoked",
           sub: this.sub,
@@ -573,6 +582,18 @@ class Subscription {
         });
       },
     };
+  }
+
+  /** Tells the client about a group assignment and starts its fetches. */
+  assign(assignment: Assignment): void {
+    this.generation = assignment.generation;
+    this.session.send({
+      op: "assigned",
+      sub: this.sub,
+      generation: assignment.generation,
+      partitions: assignment.partitions,
+    });
+    for (const start of assignment.partitions) this.startFetch(start);
   }
 
   startFetch(start: PartitionAssignment): void {
@@ -724,15 +745,20 @@ class PartitionFetch {
     });
   }
 
-  /** Reports a failed read; true when the loop must end. */
+  /**
+   * Handles a failed read: moves an out-of-range position into the log,
+   * reports anything else and waits before the next try.
+   *
+   * @returns true when the loop must end: the topic or partition is gone
+   */
   async failed(error: unknown): Promise<boolean> {
     const { session, sub } = this.subscription;
-    const code = errorToData(error).code;
+    const { code, details } = errorToData(error);
+    if (code === "offset_out_of_range" && this.maybeReset(details)) {
+      return false;
+    }
     session.sendError(undefined, error, { sub, partition: this.partition });
-    if (
-      code === "offset_out_of_range" || code === "unknown_topic" ||
-      code === "unknown_partition"
-    ) {
+    if (code === "unknown_topic" || code === "unknown_partition") {
       session.log.info("fetch stopped", {
         sub,
         partition: this.partition,
@@ -745,6 +771,50 @@ class PartitionFetch {
       setTimeout(resolve, session.options.retryMs)
     );
     return false;
+  }
+
+  /**
+   * Does what a Kafka consumer with `auto.offset.reset` does: a position
+   * below the log start (retention deleted it) moves to the log start, one
+   * past the log end moves to the log end, and the client hears `reset`.
+   *
+   * @param details the error's context, which carries the log bounds
+   * @returns false when the bounds are missing or do not explain the error
+   */
+  maybeReset(details: Record<string, unknown>): boolean {
+    const { logStartOffset, logEndOffset } = details;
+    if (
+      typeof logStartOffset !== "number" || typeof logEndOffset !== "number"
+    ) {
+      return false;
+    }
+    const previousOffset = this.offset;
+    let reason: string;
+    if (previousOffset < logStartOffset) {
+      this.offset = logStartOffset;
+      reason = "below_log_start";
+    } else if (previousOffset > logEndOffset) {
+      this.offset = logEndOffset;
+      reason = "above_log_end";
+    } else {
+      return false;
+    }
+    const { session, sub } = this.subscription;
+    session.log.info("fetch position reset", {
+      sub,
+      partition: this.partition,
+      offset: this.offset,
+      previousOffset,
+    });
+    session.send({
+      op: "reset",
+      sub,
+      partition: this.partition,
+      offset: this.offset,
+      previousOffset,
+      reason,
+    });
+    return true;
   }
 
   stop(): void {

@@ -19,6 +19,8 @@ import type {
 } from "../../src/broker.ts";
 import {
   DakgharError,
+  errorFromData,
+  errorToData,
   OffsetOutOfRangeError,
   UnknownTopicError,
 } from "../../src/errors.ts";
@@ -33,6 +35,7 @@ import {
 
 interface FakePartition {
   batches: { baseOffset: number; bytes: Uint8Array }[];
+  logStartOffset: number;
   logEndOffset: number;
   waiters: Set<() => void>;
 }
@@ -91,6 +94,7 @@ export class FakeBroker implements Broker {
       description,
       partitions: Array.from({ length: config.partitions }, () => ({
         batches: [],
+        logStartOffset: 0,
         logEndOffset: 0,
         waiters: new Set(),
       })),
@@ -108,7 +112,7 @@ export class FakeBroker implements Broker {
       ...topic.description,
       partitions: topic.partitions.map((p, partition) => ({
         partition,
-        logStartOffset: 0,
+        logStartOffset: p.logStartOffset,
         logEndOffset: p.logEndOffset,
         highWatermark: p.logEndOffset,
         bytes: p.batches.reduce((sum, b) => sum + b.bytes.length, 0),
@@ -189,14 +193,17 @@ export class FakeBroker implements Broker {
     this.reads++;
     const topic = this.topic(topicName);
     const partition = this.partition(topic, topicName, partitionIndex);
-    if (offset < 0 || offset > partition.logEndOffset) {
-      throw new OffsetOutOfRangeError(
-        topicName,
-        partitionIndex,
-        offset,
-        0,
-        partition.logEndOffset,
-      );
+    if (offset < partition.logStartOffset || offset > partition.logEndOffset) {
+      // Rebuilt from plain data, as an error from a partition worker is.
+      throw errorFromData(errorToData(
+        new OffsetOutOfRangeError(
+          topicName,
+          partitionIndex,
+          offset,
+          partition.logStartOffset,
+          partition.logEndOffset,
+        ),
+      ));
     }
     if (offset === partition.logEndOffset && options.maxWaitMs > 0) {
       await this.waitForData(partition, options);
@@ -218,9 +225,19 @@ export class FakeBroker implements Broker {
     return {
       bytes,
       highWatermark: partition.logEndOffset,
-      logStartOffset: 0,
+      logStartOffset: partition.logStartOffset,
       logEndOffset: partition.logEndOffset,
     };
+  }
+
+  /** Drops the batches wholly below `offset`, as retention would. */
+  deleteRecordsBefore(topicName: string, index: number, offset: number) {
+    const partition = this.partition(this.topic(topicName), topicName, index);
+    partition.batches = partition.batches.filter((batch) =>
+      batchLastOffset(batch.bytes) >= offset
+    );
+    partition.logStartOffset = partition.batches[0]?.baseOffset ??
+      partition.logEndOffset;
   }
 
   waitForData(partition: FakePartition, options: ReadOptions): Promise<void> {
@@ -248,7 +265,9 @@ export class FakeBroker implements Broker {
   ): Promise<number> {
     const topic = this.topic(topicName);
     const partition = this.partition(topic, topicName, partitionIndex);
-    return Promise.resolve(timestamp <= 0 ? 0 : partition.logEndOffset);
+    return Promise.resolve(
+      timestamp <= 0 ? partition.logStartOffset : partition.logEndOffset,
+    );
   }
 
   joinGroup(
@@ -257,6 +276,9 @@ export class FakeBroker implements Broker {
     member: MemberHandle,
     from: StartPosition,
   ): Promise<void> {
+    if (!/^[A-Za-z0-9._-]{1,200}$/.test(name) || name === "..") {
+      throw new DakgharError("bad_request", `Invalid group name: ${name}`);
+    }
     this.topic(topic);
     const group: FakeGroup = this.groups.get(name) ??
       {

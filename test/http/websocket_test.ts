@@ -310,7 +310,10 @@ test("a flood of bad frames closes the connection with 1008", async () => {
   try {
     const socket = await context.open();
     for (let i = 0; i < 101; i++) socket.sendRaw("{");
-    assert.is(await socket.closed, 1008);
+    // Deno may drop the socket with frames in flight (docs/protocol.md).
+    const expected = "Deno" in globalThis ? [1008, 1006] : [1008];
+    const code = await socket.closed;
+    assert.ok(expected.includes(code), `closed with ${code}`);
   } finally {
     await stop(context);
   }
