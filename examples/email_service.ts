@@ -4,6 +4,7 @@
  * batch. Stop it at any time: orders keep flowing into the broker, and when it
  * comes back it resumes from the group's committed offsets, so nothing is lost
  * and nothing is skipped. Run two of them and the group splits the partitions.
+ * It may start before the order service: it creates the topic when missing.
  *
  *   deno run -A examples/email_service.ts
  *   node build/examples/email_service.js
@@ -29,6 +30,23 @@ const broker = readEnv("DAKGHAR_URL") ?? "http://127.0.0.1:8080";
 const wsUrl = broker.replace(/^http/, "ws") + "/ws";
 const creditRecords = 100;
 
+// Create the topic once, as the order service does; 409 topic_exists means
+// it exists. Any other failure is only logged: the subscribe then fails and
+// is retried every second until the topic appears.
+const subscribeId = 1;
+try {
+  const created = await fetch(`${broker}/topics`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ name: "orders", partitions: 3 }),
+  });
+  if (!created.ok && created.status !== 409) {
+    console.error(`cannot create topic orders: ${await created.text()}`);
+  }
+} catch (error) {
+  console.error(`cannot reach ${broker}: ${(error as Error).message}`);
+}
+
 /** Next offset expected per partition, to prove nothing is skipped. */
 const expected = new Map<number, number>();
 let sent = 0;
@@ -39,7 +57,7 @@ function connect(): void {
     console.log(`connected to ${wsUrl}, joining group email`);
     ws.send(JSON.stringify({
       op: "subscribe",
-      id: 1,
+      id: subscribeId,
       topic: "orders",
       group: "email",
       from: "earliest",
@@ -57,8 +75,15 @@ function connect(): void {
           `assigned generation ${frame.generation}: ${
             frame.partitions.map((p: { partition: number; offset: number }) =>
               `partition ${p.partition} from offset ${p.offset}`
-            ).join(", ")
+            ).join(", ") || "no partitions (more members than partitions)"
           }`,
+        );
+        break;
+      case "reset":
+        // Retention deleted records this member had not read yet.
+        expected.set(frame.partition, frame.offset);
+        console.log(
+          `partition ${frame.partition} moved from offset ${frame.previousOffset} to ${frame.offset} (${frame.reason})`,
         );
         break;
       case "revoked":
@@ -104,6 +129,8 @@ function connect(): void {
       }
       case "error":
         console.error(`broker error ${frame.code}: ${frame.message}`);
+        // Without a subscription there is nothing to wait for: start over.
+        if (frame.id === subscribeId) ws.close();
         break;
     }
   };
