@@ -8,6 +8,7 @@
  * namespace is looked up only when a function runs.
  */
 import type { DirEntry, FileHandle, FileSystem, OpenMode } from "./types.ts";
+import { parentOf, temporaryPathFor } from "./_paths.ts";
 
 interface DenoFile {
   writeSync(bytes: Uint8Array): number;
@@ -55,21 +56,6 @@ const SEEK_START = 0;
 
 function deno(): DenoLike {
   return (globalThis as unknown as { Deno: DenoLike }).Deno;
-}
-
-/** Parent directory of a "/"-joined path. */
-function parentOf(path: string): string {
-  const slash = path.lastIndexOf("/");
-  if (slash > 0) return path.slice(0, slash);
-  return slash === 0 ? "/" : ".";
-}
-
-let temporaryCounter = 0;
-
-/** A name beside `path` that no other writer in this process uses at the same time. */
-function temporaryPathFor(path: string): string {
-  temporaryCounter = (temporaryCounter + 1) % 1_000_000;
-  return `${path}.${deno().pid}-${temporaryCounter}.tmp`;
 }
 
 function writeAll(file: DenoFile, bytes: Uint8Array, position: number): void {
@@ -202,7 +188,7 @@ export const denoFileSystem: FileSystem = {
   },
 
   writeFileAtomic(path: string, bytes: Uint8Array): void {
-    const temporary = temporaryPathFor(path);
+    const temporary = temporaryPathFor(path, deno().pid);
     try {
       const file = deno().openSync(temporary, {
         write: true,
@@ -225,7 +211,7 @@ export const denoFileSystem: FileSystem = {
   },
 
   async writeFileAtomicAsync(path: string, bytes: Uint8Array): Promise<void> {
-    const temporary = temporaryPathFor(path);
+    const temporary = temporaryPathFor(path, deno().pid);
     try {
       const file = await deno().open(temporary, {
         write: true,

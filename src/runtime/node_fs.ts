@@ -6,21 +6,7 @@
  */
 import * as fs from "node:fs";
 import type { DirEntry, FileHandle, FileSystem, OpenMode } from "./types.ts";
-
-/** Parent directory of a "/"-joined path. */
-function parentOf(path: string): string {
-  const slash = path.lastIndexOf("/");
-  if (slash > 0) return path.slice(0, slash);
-  return slash === 0 ? "/" : ".";
-}
-
-let temporaryCounter = 0;
-
-/** A name beside `path` that no other writer in this process uses at the same time. */
-function temporaryPathFor(path: string): string {
-  temporaryCounter = (temporaryCounter + 1) % 1_000_000;
-  return `${path}.${process.pid}-${temporaryCounter}.tmp`;
-}
+import { parentOf, temporaryPathFor } from "./_paths.ts";
 
 function writeAll(fd: number, bytes: Uint8Array, position: number): void {
   let done = 0;
@@ -137,7 +123,7 @@ export const nodeFileSystem: FileSystem = {
   },
 
   writeFileAtomic(path: string, bytes: Uint8Array): void {
-    const temporary = temporaryPathFor(path);
+    const temporary = temporaryPathFor(path, process.pid);
     try {
       const fd = fs.openSync(temporary, "w", 0o644);
       try {
@@ -155,7 +141,7 @@ export const nodeFileSystem: FileSystem = {
   },
 
   async writeFileAtomicAsync(path: string, bytes: Uint8Array): Promise<void> {
-    const temporary = temporaryPathFor(path);
+    const temporary = temporaryPathFor(path, process.pid);
     try {
       const file = await fs.promises.open(temporary, "w", 0o644);
       try {
