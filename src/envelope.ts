@@ -4,13 +4,16 @@
  * Every message between the router (main thread) and a partition actor
  * (worker thread) is a plain object with a `type` field, packed with
  * msgpackr into a fresh `Uint8Array` whose buffer is transferred, never
- * cloned. Byte fields such as record batches travel inside the pack as
- * msgpack `bin` and are unpacked as views into the transferred buffer, so a
- * batch is copied once on the way in (into the pack) and not again.
+ * cloned. Small byte fields travel inside the pack as msgpack `bin`. The
+ * record batches of `append` and `records`, from 4 KiB up, travel beside
+ * it: the posted value is then `[map, batches]`, the map holding `null` in
+ * the batch field, and the batches' own buffer is transferred too, so a
+ * batch crosses threads without a copy.
  *
  * Envelope layout, one msgpack map per message:
  *
- *   { type: "append", id: 7, batches: <bin 65536> }
+ *   { type: "append", id: 7, batches: <bin 512> }
+ *   [{ type: "append", id: 8, batches: null }, <Uint8Array 131072>]
  *
  * - `type`: the discriminant of {@linkcode RouterMessage} or
  *   {@linkcode PartitionMessage};
@@ -113,7 +116,8 @@ export type Message = RouterMessage | PartitionMessage;
 
 /** An encoded message and the buffers to transfer with it. */
 export interface Encoded {
-  data: Uint8Array;
+  /** The packed map, or the packed map and a batch posted beside it. */
+  data: Uint8Array | [Uint8Array, Uint8Array];
   transfer: ArrayBuffer[];
 }
 
@@ -129,33 +133,85 @@ export interface InitPost {
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
 /**
- * Packs `message` into a buffer of its own, ready to transfer.
+ * The byte field of each message type that carries record batches. Above
+ * {@linkcode payloadBytesMin} it travels beside the packed map rather than
+ * inside it, and its own buffer is transferred: packing would copy the
+ * batch twice (into msgpackr's pool, then out of it).
+ */
+const payloadFields: Partial<Record<Message["type"], string>> = {
+  append: "batches",
+  records: "bytes",
+};
+const payloadBytesMin = 4096;
+
+/**
+ * Packs `message` for posting: one fresh buffer for the map, plus, for a
+ * large batch, the batch's own buffer.
+ *
+ * A batch that is a view into a larger buffer is copied once so that
+ * transferring it detaches nothing else. A batch that owns its buffer is
+ * transferred as is: the sender must not use it afterwards.
  *
  * @param message any router or partition message
- * @returns the bytes and the one buffer to list as transferable
+ * @returns what to post and the buffers to list as transferable
  */
 export function encode(message: Message): Encoded {
-  // pack() returns a view into a pooled buffer that the next pack()
-  // overwrites; transferring that would detach the pool itself.
-  const data = new Uint8Array(packr.pack(message));
-  return { data, transfer: [data.buffer] };
+  const field = payloadFields[message.type];
+  const payload = field === undefined
+    ? undefined
+    : (message as unknown as Record<string, Uint8Array>)[field];
+  if (payload === undefined || payload.byteLength < payloadBytesMin) {
+    // pack() returns a view into a pooled buffer that the next pack()
+    // overwrites; transferring that would detach the pool itself.
+    const data = new Uint8Array(packr.pack(message));
+    return { data, transfer: [data.buffer] };
+  }
+
+  const owned = payload.byteOffset === 0 &&
+      payload.byteLength === payload.buffer.byteLength &&
+      payload.buffer instanceof ArrayBuffer
+    ? payload
+    : payload.slice();
+  const head = new Uint8Array(packr.pack({ ...message, [field!]: null }));
+  return {
+    data: [head, owned],
+    transfer: [head.buffer, owned.buffer as ArrayBuffer],
+  };
 }
 
 /**
- * Unpacks a message. Byte fields come back as views into `data`.
+ * Unpacks a message. Byte fields come back as views into the posted
+ * buffers.
  *
- * @throws {TypeError} when `data` is not bytes or holds no typed message
+ * @throws {TypeError} when `data` is not an envelope or holds no typed message
  */
 export function decode<T extends Message = Message>(data: unknown): T {
-  if (!(data instanceof Uint8Array)) {
+  let head = data;
+  let payload: Uint8Array | undefined;
+  if (Array.isArray(data) && data.length === 2) {
+    [head, payload] = data;
+    if (!(payload instanceof Uint8Array)) {
+      throw new TypeError("Cannot decode message: payload not a Uint8Array");
+    }
+  }
+  if (!(head instanceof Uint8Array)) {
     throw new TypeError("Cannot decode message: not a Uint8Array");
   }
-  const message = packr.unpack(data) as { type?: unknown };
+  const message = packr.unpack(head) as { type?: unknown };
   if (typeof message !== "object" || message === null) {
     throw new TypeError("Cannot decode message: not a map");
   }
   if (typeof message.type !== "string") {
     throw new TypeError("Cannot decode message: no type");
+  }
+  if (payload !== undefined) {
+    const field = payloadFields[message.type as Message["type"]];
+    if (field === undefined) {
+      throw new TypeError(
+        `Cannot decode message: ${message.type} has no payload`,
+      );
+    }
+    (message as Record<string, unknown>)[field] = payload;
   }
   return message as T;
 }
