@@ -10,6 +10,7 @@
 import type {
   Broker,
   GroupDescription,
+  GroupSeekResult,
   GroupSummary,
   MemberHandle,
   PartitionStats,
@@ -19,6 +20,7 @@ import type {
   ReadOptions,
   ReadResult,
   RecordPosition,
+  SeekTarget,
   StartPosition,
   TopicConfig,
   TopicDescription,
@@ -58,6 +60,11 @@ export interface RouterOptions {
    * worker thread costing about 16 MB, so this bounds the broker's memory.
    */
   maxPartitions?: number;
+  /**
+   * How long a group member whose connection dropped keeps its partitions
+   * before they move to the others (default 45 s).
+   */
+  sessionTimeoutMs?: number;
 }
 
 /** Default for {@linkcode RouterOptions.maxPartitions}. */
@@ -120,6 +127,9 @@ export class RouterActor implements Broker {
       store: new OffsetStore(options.runtime.fs, options.dataDir, this.#log),
       partitionCount: (topic) => this.#topic(topic).partitions.length,
       logRanges: (topic) => this.#stats(this.#topic(topic)),
+      appendTimeAt: (topic, partition, offset) =>
+        this.#appendTimeAt(topic, partition, offset),
+      sessionTimeoutMs: options.sessionTimeoutMs,
       log: this.#log.scope("groups"),
     });
   }
@@ -320,10 +330,45 @@ export class RouterActor implements Broker {
     await this.#groups.joinGroup(group, topic, member, from);
   }
 
-  leaveGroup(group: string, memberId: string): void {
-    void this.#groups.leaveGroup(group, memberId).catch((error) =>
+  leaveGroup(group: string, memberId: string, member?: MemberHandle): void {
+    void this.#groups.leaveGroup(group, memberId, member).catch((error) =>
       this.#log.warn("rebalance after leave failed", { group, error })
     );
+  }
+
+  disconnectMember(
+    group: string,
+    memberId: string,
+    member: MemberHandle,
+  ): void {
+    this.#groups.disconnect(group, memberId, member);
+  }
+
+  async seekGroup(
+    group: string,
+    topicName: string,
+    to: SeekTarget,
+    partitions?: number[],
+  ): Promise<GroupSeekResult> {
+    this.#checkOpen();
+    const topic = this.#topic(topicName);
+    const chosen = partitions ?? topic.partitions.map((_, p) => p);
+    for (const p of chosen) this.#checkPartition(topic, p);
+    const stats = await this.#stats(topic);
+    const positions = await Promise.all(chosen.map(async (partition) => {
+      const { logStartOffset, logEndOffset } = stats[partition];
+      let offset: number;
+      if (to === "earliest") offset = logStartOffset;
+      else if (to === "latest") offset = logEndOffset;
+      else if ("offset" in to) {
+        offset = Math.min(Math.max(to.offset, logStartOffset), logEndOffset);
+      } else {
+        offset = await this.offsetForTime(topicName, partition, to.timestamp);
+      }
+      return { partition, offset };
+    }));
+    const generation = await this.#groups.seek(group, topicName, positions);
+    return { group, topic: topicName, generation, partitions: positions };
   }
 
   // async so that every failure is a rejection; the checks still run
@@ -455,6 +500,22 @@ export class RouterActor implements Broker {
       );
     }
     return partition;
+  }
+
+  /** Append time of the batch holding `offset`, by a one-batch read. */
+  async #appendTimeAt(
+    topicName: string,
+    partition: number,
+    offset: number,
+  ): Promise<number | undefined> {
+    const { bytes } = await this.read(topicName, partition, offset, {
+      maxBytes: 1,
+      maxWaitMs: 0,
+    });
+    if (bytes.length < 40) return undefined;
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+    // appendTime: u64 at byte 12, below 2^53 (see the record batch layout).
+    return view.getUint32(12, true) + view.getUint32(16, true) * 2 ** 32;
   }
 
   async #stats(topic: Topic): Promise<PartitionStats[]> {

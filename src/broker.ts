@@ -127,20 +127,57 @@ export interface PartitionAssignment {
 
 /** A consumer in a group, as the front end represents it to the router. */
 export interface MemberHandle {
-  /** Unique within the group. */
+  /** Unique within the group; rejoining with it inside the session timeout takes the member over. */
   id: string;
-  /** Start fetching these partitions; commits must carry `generation`. */
+  /**
+   * Start fetching these partitions, which the member gains (incremental:
+   * partitions it already owns are not repeated); commits must carry
+   * `generation` or a later one. Called with no partitions when the member
+   * joins or loses its last partition and owns nothing.
+   */
   onAssignment(assignment: {
     generation: number;
     topic: string;
     partitions: PartitionAssignment[];
   }): void;
-  /** Stop fetching these partitions; `generation` is the one that ends. */
+  /**
+   * Stop fetching these partitions, which move to another member; the rest
+   * stay. They are handed over once this returns, or once the promise it
+   * returns settles (bounded by the session timeout). `generation` is the
+   * member's current one; commits for these partitions work until then.
+   */
   onRevocation(revocation: {
     generation: number;
     topic: string;
     partitions: number[];
+  }): void | Promise<void>;
+  /**
+   * The group was sought: continue `partition` from `offset`. Commits for it
+   * must carry `generation` or a later one from now on.
+   */
+  onSeek?(seek: {
+    generation: number;
+    topic: string;
+    partition: number;
+    offset: number;
   }): void;
+}
+
+/** Where {@linkcode Broker.seekGroup} moves a group's partitions. */
+export type SeekTarget =
+  | "earliest"
+  | "latest"
+  | { offset: number }
+  /** First record appended at or after it, else the log end. */
+  | { timestamp: number };
+
+/** Result of {@linkcode Broker.seekGroup}. */
+export interface GroupSeekResult {
+  group: string;
+  topic: string;
+  /** Commits for the sought partitions need this generation or a later one. */
+  generation: number;
+  partitions: { partition: number; offset: number }[];
 }
 
 /** One member of a group and what it owns. */
@@ -148,6 +185,8 @@ export interface GroupMemberDescription {
   id: string;
   topic: string;
   partitions: number[];
+  /** False while a disconnected member waits out its session timeout. */
+  connected?: boolean;
 }
 
 /** One partition's progress in a group. */
@@ -159,6 +198,8 @@ export interface GroupPartitionDescription {
   logEndOffset: number;
   /** logEndOffset minus the committed offset (or minus logStartOffset when none). */
   lag: number;
+  /** ms since the append time of the first record not committed; 0 when none. */
+  lagMs: number;
   /** Member id, or null when unassigned. */
   owner: string | null;
 }
@@ -247,8 +288,10 @@ export interface Broker {
     timestamp: number,
   ): Promise<number>;
   /**
-   * Adds a member to a group on `topic` and rebalances: every member gets
-   * `onRevocation` for what it had, then `onAssignment` with a new generation.
+   * Adds a member to a group on `topic` and rebalances incrementally: only
+   * partitions that move are revoked from their owners, and handed to the
+   * new one once let go. Resolves once the free partitions are handed out.
+   * A member id already in the group (a reconnect) gets its partitions back.
    */
   joinGroup(
     group: string,
@@ -256,8 +299,32 @@ export interface Broker {
     member: MemberHandle,
     from: StartPosition,
   ): Promise<void>;
-  /** Removes a member and rebalances the rest; no error when absent. */
-  leaveGroup(group: string, memberId: string): void;
+  /**
+   * Removes a member at once and rebalances the rest; no error when absent,
+   * nor when `member` is given and is no longer the id's handle.
+   */
+  leaveGroup(group: string, memberId: string, member?: MemberHandle): void;
+  /**
+   * The member's connection is gone: it keeps its partitions for the
+   * session timeout, then leaves, unless it rejoins with the same id.
+   */
+  disconnectMember?(
+    group: string,
+    memberId: string,
+    member: MemberHandle,
+  ): void;
+  /**
+   * Moves a live group's committed offsets on `topic` (every partition, or
+   * `partitions`) to `to`; owners hear `onSeek` and continue from there.
+   *
+   * @throws UnknownTopicError, DakgharError unknown_partition, bad_request
+   */
+  seekGroup?(
+    group: string,
+    topic: string,
+    to: SeekTarget,
+    partitions?: number[],
+  ): Promise<GroupSeekResult>;
   /**
    * Records that the group consumed `partition` up to (not including)
    * `offset`. Resolves once the commit is on disk.
@@ -272,7 +339,11 @@ export interface Broker {
     memberId: string,
     generation: number,
   ): Promise<void>;
-  /** @throws DakgharError unknown_group */
+  /**
+   * Members, assignment and lag per partition.
+   *
+   * @throws DakgharError unknown_group
+   */
   describeGroup(name: string): Promise<GroupDescription>;
   listGroups(): GroupSummary[];
   /** Stops accepting requests, closes every partition cleanly and flushes group state. */

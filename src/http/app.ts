@@ -9,7 +9,7 @@ import { bearerAuth } from "hono/bearer-auth";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import { validator } from "hono/validator";
-import type { Broker, TopicConfig } from "../broker.ts";
+import type { Broker, SeekTarget, TopicConfig } from "../broker.ts";
 import { DakgharError } from "../errors.ts";
 import {
   decodeBatches,
@@ -227,6 +227,16 @@ export function createApp(broker: Broker, options: AppOptions): Hono {
     async (c) => c.json(await broker.describeGroup(c.req.param("group"))),
   );
 
+  app.post("/groups/:group/seek", limitBody, async (c) => {
+    const { topic, partitions, to } = parseGroupSeek(await readJson(c));
+    if (broker.seekGroup === undefined) {
+      throw new DakgharError("bad_request", "This broker cannot seek groups");
+    }
+    return c.json(
+      await broker.seekGroup(c.req.param("group"), topic, to, partitions),
+    );
+  });
+
   if (upgradeWebSocket) {
     app.get(
       "/ws",
@@ -281,6 +291,52 @@ async function readJson(c: Context): Promise<unknown> {
       { field: "body" },
     );
   }
+}
+
+/** Checks a `POST /groups/:group/seek` body. */
+function parseGroupSeek(
+  body: unknown,
+): { topic: string; partitions?: number[]; to: SeekTarget } {
+  const malformed = (field: string, message: string) =>
+    new DakgharError("malformed_body", `${field}: ${message}`, { field });
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw malformed("body", "expected an object");
+  }
+  const { topic, partitions, to } = body as Record<string, unknown>;
+  if (typeof topic !== "string" || topic === "") {
+    throw malformed("topic", "expected a non-empty string");
+  }
+  const isOffset = (n: unknown): n is number =>
+    typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
+  if (
+    partitions !== undefined &&
+    (!Array.isArray(partitions) || partitions.length === 0 ||
+      !partitions.every(isOffset))
+  ) {
+    throw malformed("partitions", "expected a non-empty array of integers ≥ 0");
+  }
+  let target: SeekTarget | undefined;
+  if (to === "earliest" || to === "latest") target = to;
+  else if (typeof to === "object" && to !== null) {
+    const { offset, timestamp } = to as Record<string, unknown>;
+    if (isOffset(offset)) target = { offset };
+    else if (typeof timestamp === "number" && Number.isSafeInteger(timestamp)) {
+      target = { timestamp };
+    }
+  }
+  if (target === undefined) {
+    throw malformed(
+      "to",
+      'expected "earliest", "latest", {"offset": n} or {"timestamp": ms}',
+    );
+  }
+  return {
+    topic,
+    ...(partitions === undefined
+      ? {}
+      : { partitions: [...new Set(partitions as number[])] }),
+    to: target,
+  };
 }
 
 function parseCreateTopic(

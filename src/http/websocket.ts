@@ -25,7 +25,13 @@ import { nanoid } from "nanoid";
 import { Packr } from "msgpackr";
 import type { Context } from "hono";
 import type { WSContext, WSEvents, WSMessageReceive } from "hono/ws";
-import type { Broker, PartitionAssignment, StartPosition } from "../broker.ts";
+import type {
+  Broker,
+  MemberHandle,
+  PartitionAssignment,
+  SeekTarget,
+  StartPosition,
+} from "../broker.ts";
 import { DakgharError, errorToData } from "../errors.ts";
 import { decodeBatches, sliceBatches } from "../log/record_batch.ts";
 import type { Logger } from "../logger.ts";
@@ -209,6 +215,8 @@ class Session {
         return this.publish(frame);
       case "unsubscribe":
         return this.unsubscribe(frame);
+      case "seek":
+        return this.seek(frame);
       case "ping":
         this.send({
           op: "pong",
@@ -240,6 +248,15 @@ class Session {
       throw new BadFrame('encoding: expected "utf8" or "base64"', id);
     }
     const partitions = parsePartitions(frame.partitions, id);
+    const memberId = optionalString(frame, "memberId");
+    if (
+      memberId !== undefined && (group === undefined || memberId.length > 200)
+    ) {
+      throw new BadFrame(
+        "memberId: at most 200 characters, with a group only",
+        id,
+      );
+    }
     if (group !== undefined && partitions !== undefined) {
       throw new BadFrame("partitions: a group assigns partitions itself", id);
     }
@@ -259,6 +276,7 @@ class Session {
       group,
       format,
       encoding,
+      memberId,
     });
     subscription.credit = initialCredit;
     this.subscriptions.set(sub, subscription);
@@ -281,7 +299,10 @@ class Session {
     const subscription = this.subscriptionFor(frame);
     const partition = nonNegativeInteger(frame.partition, "partition", id);
     const offset = nonNegativeInteger(frame.offset, "offset", id);
-    subscription.commit(partition, offset).then(
+    const generation = frame.generation === undefined
+      ? undefined
+      : nonNegativeInteger(frame.generation, "generation", id);
+    subscription.commit(partition, offset, generation).then(
       () => this.send({ op: "committed", id }),
       (error) => this.sendError(id, error),
     );
@@ -353,10 +374,26 @@ class Session {
     );
   }
 
+  /** Moves a group's positions; its members hear `seeked`. */
+  seek(frame: Frame): void {
+    const id = requestId(frame);
+    const group = requiredString(frame, "group");
+    const topic = requiredString(frame, "topic");
+    const to = parseSeekTarget(frame.to, id);
+    const partitions = parsePartitions(frame.partitions, id);
+    if (this.broker.seekGroup === undefined) {
+      throw new DakgharError("bad_request", "This broker cannot seek groups");
+    }
+    this.broker.seekGroup(group, topic, to, partitions).then(
+      (result) => this.send({ op: "moved", id, ...result }),
+      (error) => this.sendError(id, error),
+    );
+  }
+
   unsubscribe(frame: Frame): void {
     const subscription = this.subscriptionFor(frame);
     this.subscriptions.delete(subscription.sub);
-    subscription.stop();
+    subscription.stop("leave");
     this.send({ op: "unsubscribed", id: frame.id, sub: subscription.sub });
   }
 
@@ -453,7 +490,9 @@ class Session {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const subscription of this.subscriptions.values()) subscription.stop();
+    for (const subscription of this.subscriptions.values()) {
+      subscription.stop("disconnect");
+    }
     this.subscriptions.clear();
     clearInterval(this.#drainTimer);
     for (const waiter of this.#drainWaiters.splice(0)) waiter();
@@ -466,6 +505,8 @@ interface SubscriptionSettings {
   group: string | undefined;
   format: "json" | "batch";
   encoding: ReadEncoding;
+  /** Group member id the client asked for; generated when absent. */
+  memberId: string | undefined;
 }
 
 /** Where a subscription without a group starts. */
@@ -484,6 +525,13 @@ class Subscription {
   stopped = false;
   readonly memberId: string;
   readonly fetches = new Map<number, PartitionFetch>();
+  /**
+   * Partition → generation of its latest seek. A commit for such a
+   * partition must carry that generation or a later one, so that a commit
+   * of a position delivered before the seek cannot undo it.
+   */
+  readonly seekGenerations = new Map<number, number>();
+  #handle: MemberHandle | undefined;
   #creditWaiters: (() => void)[] = [];
   /** False until the client has `subscribed`; assignments wait for it. */
   #announced = false;
@@ -494,7 +542,7 @@ class Subscription {
     readonly sub: string,
     readonly settings: SubscriptionSettings,
   ) {
-    this.memberId = `${session.id}-${sub}`;
+    this.memberId = settings.memberId ?? `${session.id}-${sub}`;
   }
 
   async start(
@@ -507,14 +555,15 @@ class Subscription {
     if (group !== undefined) {
       // The join hands out the first assignment before it resolves; that
       // assignment waits so that a failed join answers with `error` alone.
-      await broker.joinGroup(
-        group,
-        topic,
-        this.memberHandle(),
-        from as StartPosition,
-      );
+      this.#handle = this.memberHandle();
+      await broker.joinGroup(group, topic, this.#handle, from as StartPosition);
       if (this.stopped) return;
-      this.session.send({ op: "subscribed", id, sub: this.sub });
+      this.session.send({
+        op: "subscribed",
+        id,
+        sub: this.sub,
+        memberId: this.memberId,
+      });
       this.#announced = true;
       const pending = this.#pendingAssignment;
       this.#pendingAssignment = undefined;
@@ -557,7 +606,7 @@ class Subscription {
     for (const start of starts) this.startFetch(start);
   }
 
-  memberHandle() {
+  memberHandle(): MemberHandle {
     return {
       id: this.memberId,
       onAssignment: (assignment: Assignment) => {
@@ -572,7 +621,14 @@ class Subscription {
           this.fetches.get(partition)?.stop();
           this.fetches.delete(partition);
         }
-        if (!this.#announced) this.#pendingAssignment = undefined;
+        // Fetches stop synchronously, so returning is the acknowledgement
+        // that lets the coordinator hand the partitions over.
+        const pending = this.#pendingAssignment;
+        if (!this.#announced && pending !== undefined) {
+          pending.partitions = pending.partitions.filter((p) =>
+            !revocation.partitions.includes(p.partition)
+          );
+        }
         if (this.stopped || !this.#announced) return;
         this.session.send({
           op: "revoked",
@@ -581,12 +637,33 @@ class Subscription {
           partitions: revocation.partitions,
         });
       },
+      onSeek: (seek) => {
+        if (this.stopped) return;
+        this.generation = Math.max(this.generation, seek.generation);
+        this.seekGenerations.set(seek.partition, seek.generation);
+        const pending = this.#pendingAssignment?.partitions.find((p) =>
+          p.partition === seek.partition
+        );
+        if (pending !== undefined) pending.offset = seek.offset;
+        if (!this.fetches.has(seek.partition)) return;
+        this.session.send({
+          op: "seeked",
+          sub: this.sub,
+          partition: seek.partition,
+          offset: seek.offset,
+          generation: seek.generation,
+        });
+        this.startFetch({ partition: seek.partition, offset: seek.offset });
+      },
     };
   }
 
   /** Tells the client about a group assignment and starts its fetches. */
   assign(assignment: Assignment): void {
-    this.generation = assignment.generation;
+    this.generation = Math.max(this.generation, assignment.generation);
+    for (const start of assignment.partitions) {
+      this.seekGenerations.delete(start.partition);
+    }
     this.session.send({
       op: "assigned",
       sub: this.sub,
@@ -620,7 +697,17 @@ class Subscription {
     return new Promise((resolve) => this.#creditWaiters.push(resolve));
   }
 
-  commit(partition: number, offset: number): Promise<void> {
+  /**
+   * Commits for a group subscription. `generation` defaults to the
+   * subscription's latest, except for a sought partition, where it must be
+   * given: the session cannot tell whether the offset was delivered before
+   * or after the seek.
+   */
+  commit(
+    partition: number,
+    offset: number,
+    generation?: number,
+  ): Promise<void> {
     const { group, topic } = this.settings;
     if (group === undefined) {
       return Promise.reject(
@@ -629,24 +716,47 @@ class Subscription {
         }),
       );
     }
-    return this.session.broker.commit(
-      group,
-      topic,
-      partition,
-      offset,
-      this.memberId,
-      this.generation,
-    );
+    const sought = this.seekGenerations.get(partition);
+    if (generation === undefined && sought !== undefined) {
+      return Promise.reject(
+        new DakgharError(
+          "stale_generation",
+          `Partition ${partition} was sought in generation ${sought}: commit with that generation or a later one`,
+          { sub: this.sub, partition, currentGeneration: sought },
+        ),
+      );
+    }
+    try {
+      return this.session.broker.commit(
+        group,
+        topic,
+        partition,
+        offset,
+        this.memberId,
+        generation ?? this.generation,
+      );
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
-  stop(): void {
+  /**
+   * Ends the subscription. A group member leaves at once on "leave"; on
+   * "disconnect" it keeps its partitions for the session timeout.
+   */
+  stop(reason: "leave" | "disconnect" = "leave"): void {
     if (this.stopped) return;
     this.stopped = true;
     for (const fetch of this.fetches.values()) fetch.stop();
     this.fetches.clear();
     for (const waiter of this.#creditWaiters.splice(0)) waiter();
-    if (this.settings.group !== undefined) {
-      this.session.broker.leaveGroup(this.settings.group, this.memberId);
+    const { group } = this.settings;
+    if (group === undefined || this.#handle === undefined) return;
+    const { broker } = this.session;
+    if (reason === "disconnect" && broker.disconnectMember !== undefined) {
+      broker.disconnectMember(group, this.memberId, this.#handle);
+    } else {
+      broker.leaveGroup(group, this.memberId, this.#handle);
     }
   }
 }
@@ -872,6 +982,28 @@ function parseFrom(value: unknown, isGroup: boolean, id: unknown): From {
     isGroup
       ? 'from: expected "earliest" or "latest" for a group'
       : 'from: expected "earliest", "latest", {offset} or {timestamp}',
+    id,
+  );
+}
+
+function parseSeekTarget(value: unknown, id: unknown): SeekTarget {
+  if (value === "earliest" || value === "latest") return value;
+  if (typeof value === "object" && value !== null) {
+    const to = value as Record<string, unknown>;
+    if (
+      typeof to.offset === "number" && Number.isSafeInteger(to.offset) &&
+      to.offset >= 0
+    ) {
+      return { offset: to.offset };
+    }
+    if (
+      typeof to.timestamp === "number" && Number.isSafeInteger(to.timestamp)
+    ) {
+      return { timestamp: to.timestamp };
+    }
+  }
+  throw new BadFrame(
+    'to: expected "earliest", "latest", {offset} or {timestamp}',
     id,
   );
 }
