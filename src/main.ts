@@ -1,163 +1,108 @@
 #!/usr/bin/env node
 /**
- * The command line: `dakghar serve [options]`. Every option can also come
- * from an environment variable; a flag wins over the variable.
+ * The command line: `dakghar <command> [options]`. `serve` runs a broker;
+ * the other commands talk to one over HTTP and WebSocket.
  *
  *   node build/src/main.js serve --port 8080 --data-dir ./data
- *   deno run -A src/main.ts serve
+ *   deno run -A src/main.ts topics create orders --partitions 3
+ *
+ * Data goes to stdout, diagnostics to stderr. Exit codes are in
+ * src/cli/_args.ts (`exitCodes`): 0 ok, 1 broker or runtime error, 2 usage
+ * error, 3 unknown topic, partition or group.
  */
-import { parseArgs } from "node:util";
-import {
-  createLogger,
-  type LogLevel,
-  parseLogLevel,
-  textSink,
-} from "./logger.ts";
-import { runtime } from "./runtime/mod.ts";
-import { type RunningBroker, startBroker } from "./server.ts";
-import { defaultMaxPartitions } from "../actors/router_actor.ts";
-import { DakgharError } from "./errors.ts";
+import process from "node:process";
+import { exitCodes, globalUsage, UsageError } from "./cli/_args.ts";
+import { BrokerError, notFoundCodes } from "./cli/_broker_api.ts";
 
-const usage = `Usage: dakghar serve [options]
+const usage = `Usage: dakghar <command> [options]
 
-Options (environment variable in brackets):
-  --port <n>             TCP port to listen on, 0 for any free one [DAKGHAR_PORT] (8080)
-  --host <address>       interface to listen on; 0.0.0.0 for every one [DAKGHAR_HOST] (127.0.0.1)
-  --data-dir <path>      where topics and groups are stored [DAKGHAR_DATA_DIR] (./data)
-  --auto-create-topics   create a topic on its first publish [DAKGHAR_AUTO_CREATE_TOPICS]
-  --max-partitions <n>   most partitions across all topics [DAKGHAR_MAX_PARTITIONS] (256)
-  --token <secret>       require "Authorization: Bearer <secret>" [DAKGHAR_TOKEN]
-  --log-level <level>    trace, debug, info, warn or error [DAKGHAR_LOG_LEVEL] (info)
-  -h, --help             show this text
-`;
+Commands:
+  serve                     run a broker (dakghar serve --help)
+  topics create <name>      create a topic
+  topics list               list topics
+  topics describe <name>    a topic and its partitions
+  topics delete <name>      delete a topic and its records
+  produce <topic> [value…]  publish values, or stdin lines
+  consume <topic>           print records, following the topic
+  groups list               list consumer groups
+  groups describe <group>   a group's members, offsets and lag
 
-/** The settings of `dakghar serve`, after flags and environment are merged. */
-interface ServeSettings {
-  port: number;
-  host: string;
-  dataDir: string;
-  autoCreateTopics: boolean;
-  maxPartitions: number;
-  token: string | undefined;
-  logLevel: LogLevel;
-}
+Run \`dakghar <command> --help\` for a command's options.
 
-function parseSettings(args: string[]): ServeSettings | "help" {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: {
-      port: { type: "string" },
-      host: { type: "string" },
-      "data-dir": { type: "string" },
-      "auto-create-topics": { type: "boolean" },
-      "max-partitions": { type: "string" },
-      token: { type: "string" },
-      "log-level": { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  if (values.help) return "help";
-  if (positionals.length !== 1 || positionals[0] !== "serve") {
-    throw new RangeError(
-      `Cannot run command: ${positionals.join(" ") || "(none)"}`,
-    );
+${globalUsage}
+
+Exit codes: 0 ok, 1 broker or runtime error, 2 usage error,
+3 unknown topic, partition or group.`;
+
+/** Each command's module, loaded only when run: serve pulls in the broker. */
+const commands: Record<
+  string,
+  () => Promise<{ run(args: string[]): Promise<number>; usage: string }>
+> = {
+  topics: async () => {
+    const { runTopics, topicsUsage } = await import("./cli/topics.ts");
+    return { run: runTopics, usage: topicsUsage };
+  },
+  produce: async () => {
+    const { runProduce, produceUsage } = await import("./cli/produce.ts");
+    return { run: runProduce, usage: produceUsage };
+  },
+  consume: async () => {
+    const { runConsume, consumeUsage } = await import("./cli/consume.ts");
+    return { run: runConsume, usage: consumeUsage };
+  },
+  groups: async () => {
+    const { runGroups, groupsUsage } = await import("./cli/groups.ts");
+    return { run: runGroups, usage: groupsUsage };
+  },
+};
+
+async function main(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (name === "serve") {
+    // serve exits the process itself, when the broker stops.
+    await (await import("./cli/serve.ts")).runServe(rest);
+    return -1;
   }
-
-  const env = (name: string) => runtime.env(`DAKGHAR_${name}`) || undefined;
-  const portText = values.port ?? env("PORT") ?? "8080";
-  const port = /^\d+$/.test(portText) ? Number(portText) : NaN;
-  if (!(port >= 0 && port <= 65535)) {
-    throw new RangeError(`Cannot parse port: ${portText}`);
+  if (name === undefined || name === "-h" || name === "--help") {
+    (name === undefined ? console.error : console.log)(usage);
+    return name === undefined ? exitCodes.usage : exitCodes.ok;
   }
-  const maxPartitionsText = values["max-partitions"] ??
-    env("MAX_PARTITIONS") ?? String(defaultMaxPartitions);
-  const maxPartitions = /^\d+$/.test(maxPartitionsText)
-    ? Number(maxPartitionsText)
-    : NaN;
-  if (!(maxPartitions >= 1)) {
-    throw new RangeError(`Cannot parse max partitions: ${maxPartitionsText}`);
+  const load = commands[name];
+  if (load === undefined) {
+    console.error(`dakghar: Unknown command: ${name}\n\n${usage}`);
+    return exitCodes.usage;
   }
-  const autoCreate = env("AUTO_CREATE_TOPICS");
-  return {
-    port,
-    host: values.host ?? env("HOST") ?? "127.0.0.1",
-    dataDir: values["data-dir"] ?? env("DATA_DIR") ?? "./data",
-    autoCreateTopics: values["auto-create-topics"] ??
-      (autoCreate !== undefined && autoCreate !== "0" &&
-        autoCreate !== "false"),
-    maxPartitions,
-    token: values.token ?? env("TOKEN"),
-    logLevel: parseLogLevel(values["log-level"] ?? env("LOG_LEVEL") ?? "info"),
-  };
-}
-
-async function main(): Promise<void> {
-  let settings: ServeSettings | "help";
+  const command = await load();
   try {
-    settings = parseSettings(runtime.args());
+    return await command.run(rest);
   } catch (error) {
-    console.error(`${(error as Error).message}\n\n${usage}`);
-    runtime.exit(2);
-  }
-  if (settings === "help") {
-    console.log(usage);
-    return;
-  }
-
-  const log = createLogger(
-    textSink((line) => console.error(line)),
-    settings.logLevel,
-  );
-  // Signals are handled from the start: one that arrives while the broker
-  // starts stops it as soon as it is up.
-  const started: { running?: RunningBroker; signal?: string } = {};
-  const stop = (broker: RunningBroker, signal: string) => {
-    log.info("stopping", { signal });
-    broker.stop().then(
-      () => runtime.exit(0),
-      (error) => {
-        log.error("stop failed", { error });
-        runtime.exit(1);
-      },
+    if (error instanceof UsageError) {
+      console.error(
+        `dakghar ${name}: ${error.message}\nRun \`dakghar ${name} --help\` for usage.`,
+      );
+      return exitCodes.usage;
+    }
+    if (error instanceof BrokerError) {
+      console.error(`dakghar ${name}: ${error.code}: ${error.message}`);
+      return notFoundCodes.has(error.code)
+        ? exitCodes.notFound
+        : exitCodes.failure;
+    }
+    console.error(
+      `dakghar ${name}: ${
+        error instanceof Error ? error.stack ?? error.message : error
+      }`,
     );
-  };
-  runtime.onSignal((signal) => {
-    // A second signal means the graceful close is taking too long.
-    if (started.signal !== undefined) runtime.exit(1);
-    started.signal = signal;
-    if (started.running) stop(started.running, signal);
-  });
-
-  const running = await startBroker({
-    dataDir: settings.dataDir,
-    port: settings.port,
-    hostname: settings.host,
-    token: settings.token,
-    autoCreateTopics: settings.autoCreateTopics,
-    maxPartitions: settings.maxPartitions,
-    logger: log,
-    runtime,
-  });
-  log.info("listening", {
-    url: running.url,
-    dataDir: settings.dataDir,
-    runtime: runtime.name,
-    auth: settings.token === undefined ? "none" : "bearer",
-  });
-  started.running = running;
-  if (started.signal !== undefined) stop(running, started.signal);
+    return exitCodes.failure;
+  }
 }
 
-main().catch((error) => {
-  // An expected failure (a locked data directory, a port in use) is one
-  // line; anything else keeps its stack.
-  console.error(
-    error instanceof DakgharError
-      ? `Cannot start: ${error.message}`
-      : error instanceof Error
-      ? error.stack ?? error.message
-      : error,
-  );
-  runtime.exit(1);
-});
+main(process.argv.slice(2)).then(
+  // The socket and stdin would keep the process alive: exit once done.
+  (code) => code >= 0 && process.exit(code),
+  (error) => {
+    console.error(error instanceof Error ? error.stack : error);
+    process.exit(exitCodes.failure);
+  },
+);

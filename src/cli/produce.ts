@@ -1,0 +1,186 @@
+/**
+ * `dakghar produce <topic>`: publishes the values given as arguments, or one
+ * record per line of standard input. Lines are sent in batches of up to 500
+ * records, or whatever arrived within 50 ms, one request at a time so that
+ * records keep their order.
+ */
+import { Buffer } from "node:buffer";
+import process from "node:process";
+import { globalUsage, parseCommand, parseCount, UsageError } from "./_args.ts";
+import { callBroker } from "./_broker_api.ts";
+import { standardOutput } from "./_output.ts";
+
+/** The help text of `dakghar produce`. */
+export const produceUsage =
+  `Usage: dakghar produce <topic> [options] [value ...]
+
+Publishes each value argument as a record; with none, each line of standard
+input (without its newline, bytes kept as they are).
+
+Options:
+  --key <key>              every record's key (picks the partition)
+  --header <name=value>    a header on every record; repeat for more
+  --partition <n>          publish to this partition instead of by key
+  --json                   each line or value is a producer JSON record
+                           {"key":…,"value":…,"headers":{…}} (docs/protocol.md)
+
+${globalUsage}`;
+
+/** Most records in one request. */
+const BATCH_RECORDS_MAX = 500;
+/** How long a record read from stdin waits for more before it is sent. */
+const BATCH_LINGER_MS = 50;
+
+type ProducerRecord = Record<string, unknown>;
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Runs `dakghar produce …`.
+ *
+ * @param args the arguments after `produce`
+ * @returns the exit code
+ * @throws {UsageError} for a bad command line or a bad JSON record
+ * @throws {BrokerError} when the broker answers with an error
+ */
+export async function runProduce(args: string[]): Promise<number> {
+  const { values, positionals, connection } = parseCommand(args, {
+    key: { type: "string" },
+    header: { type: "string", multiple: true },
+    partition: { type: "string" },
+    json: { type: "boolean" },
+  });
+  if (values.help) {
+    await standardOutput().write(`${produceUsage}\n`);
+    return 0;
+  }
+  const [topic, ...argumentValues] = positionals;
+  if (topic === undefined) throw new UsageError("Missing topic");
+
+  const headers: Record<string, string> = {};
+  for (const header of (values.header ?? []) as string[]) {
+    const equals = header.indexOf("=");
+    if (equals <= 0) {
+      throw new UsageError(`Cannot parse --header: ${header} (name=value)`);
+    }
+    headers[header.slice(0, equals)] = header.slice(equals + 1);
+  }
+  const defaults: ProducerRecord = {
+    ...(values.key === undefined ? {} : { key: values.key }),
+    ...(Object.keys(headers).length ? { headers } : {}),
+    ...(values.partition === undefined
+      ? {}
+      : { partition: parseCount(values.partition, "partition") }),
+  };
+  const toRecord = (line: Uint8Array, lineNumber: number): ProducerRecord => {
+    if (values.json) {
+      return { ...defaults, ...parseJsonRecord(line, lineNumber) };
+    }
+    try {
+      return { ...defaults, value: utf8.decode(line) };
+    } catch {
+      // Not UTF-8: send the exact bytes.
+      return {
+        ...defaults,
+        value: Buffer.from(line).toString("base64"),
+        valueEncoding: "base64",
+      };
+    }
+  };
+
+  const path = `/topics/${encodeURIComponent(topic)}/records`;
+  const publish = (records: ProducerRecord[]) =>
+    callBroker(connection, "POST", path, { records });
+
+  if (argumentValues.length > 0) {
+    const encoder = new TextEncoder();
+    await publish(
+      argumentValues.map((value, index) =>
+        toRecord(encoder.encode(value), index + 1)
+      ),
+    );
+    return 0;
+  }
+  await publishLines(toRecord, publish);
+  return 0;
+}
+
+function parseJsonRecord(line: Uint8Array, lineNumber: number) {
+  let record: unknown;
+  try {
+    record = JSON.parse(new TextDecoder().decode(line));
+  } catch (error) {
+    throw new UsageError(
+      `Cannot parse JSON record on line ${lineNumber}: ${
+        (error as Error).message
+      }`,
+    );
+  }
+  if (typeof record !== "object" || record === null || Array.isArray(record)) {
+    throw new UsageError(
+      `Cannot parse JSON record on line ${lineNumber}: not an object`,
+    );
+  }
+  return record as ProducerRecord;
+}
+
+/** Reads stdin line by line and publishes the lines in batches. */
+async function publishLines(
+  toRecord: (line: Uint8Array, lineNumber: number) => ProducerRecord,
+  publish: (records: ProducerRecord[]) => Promise<unknown>,
+): Promise<void> {
+  let batch: ProducerRecord[] = [];
+  let lineNumber = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let sending: Promise<unknown> = Promise.resolve();
+  let requestsQueued = 0;
+  let failure: { error: unknown } | undefined;
+
+  const flush = () => {
+    clearTimeout(timer);
+    timer = undefined;
+    if (batch.length === 0) return;
+    const records = batch;
+    batch = [];
+    requestsQueued += 1;
+    sending = sending
+      .then(() => failure ? undefined : publish(records))
+      .catch((error) => {
+        failure ??= { error };
+      })
+      .finally(() => requestsQueued -= 1);
+  };
+  const add = (line: Uint8Array) => {
+    lineNumber += 1;
+    batch.push(toRecord(line, lineNumber));
+    if (batch.length >= BATCH_RECORDS_MAX) flush();
+    else timer ??= setTimeout(flush, BATCH_LINGER_MS);
+  };
+
+  let rest = new Uint8Array(0);
+  for await (const chunk of process.stdin as AsyncIterable<Uint8Array>) {
+    if (failure) break;
+    let bytes = chunk;
+    if (rest.length > 0) {
+      bytes = new Uint8Array(rest.length + chunk.length);
+      bytes.set(rest);
+      bytes.set(chunk, rest.length);
+    }
+    let start = 0;
+    for (
+      let newline = bytes.indexOf(10);
+      newline !== -1;
+      newline = bytes.indexOf(10, start)
+    ) {
+      add(bytes.subarray(start, newline));
+      start = newline + 1;
+    }
+    rest = bytes.slice(start);
+    // Reading waits while batches queue up: memory stays bounded.
+    if (requestsQueued > 1) await sending;
+  }
+  if (rest.length > 0 && !failure) add(rest);
+  flush();
+  await sending;
+  if (failure) throw failure.error;
+}
