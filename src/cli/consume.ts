@@ -92,7 +92,7 @@ export async function runConsume(args: string[]): Promise<number> {
   const from: From = parseFrom(values.from ?? "earliest", "from");
   const partition = parseCount(values.partition, "partition");
   const max = parseCount(values.max, "max");
-  const format = values.format ?? "value";
+  const format: "value" | "json" = values.format ?? "value";
   if (format !== "value" && format !== "json") {
     throw new UsageError(`Cannot parse --format: ${format}`);
   }
@@ -122,11 +122,16 @@ export async function runConsume(args: string[]): Promise<number> {
   let printed = 0;
   let credited = Math.min(max ?? CREDIT_WINDOW, CREDIT_WINDOW);
   let sub: unknown;
-  let commitId = 1;
-  const commitsPending = new Map<number, () => void>();
-  // Positions of the partitions this subscription reads now.
+  let nextId = 1;
+  // Requests awaiting their reply (commits, unsubscribe), by id.
+  const replies = new Map<number, (frame: Frame | undefined) => void>();
+  // Where each partition this subscription reads stands, as frames arrive,
+  // and the generation of the `assigned` or `seeked` it came from.
   const positions = new Map<number, number>();
+  const generations = new Map<number, number>();
+  const commitsInFlight = new Set<Promise<void>>();
   let assignedOnce = false;
+  let stopping = false;
   let writing: Promise<void> = Promise.resolve();
 
   let finish: (outcome: number | Error) => void = () => {};
@@ -140,61 +145,78 @@ export async function runConsume(args: string[]): Promise<number> {
     if (max !== undefined && printed >= max) finish(0);
     else if (values["no-follow"] && caughtUp()) finish(0);
   };
+  const request = (frame: Record<string, unknown>) => {
+    const id = nextId++;
+    const reply = new Promise<Frame | undefined>((resolve) =>
+      replies.set(id, resolve)
+    );
+    socket.send({ ...frame, id });
+    return reply;
+  };
+  const settle = (id: unknown, frame: Frame | undefined) => {
+    const resolve = replies.get(id as number);
+    replies.delete(id as number);
+    resolve?.(frame);
+  };
 
-  const writeRecords = async (frame: Frame) => {
+  const writeRecords = async (frame: Frame, generation?: number) => {
     const records = frame.records as ConsumerRecord[];
     const partitionNumber = frame.partition as number;
     const take = max === undefined
       ? records
       : records.slice(0, Math.max(0, max - printed));
-    if (take.length === 0) return;
-    const chunks: (string | Uint8Array)[] = take.map((record) =>
-      format === "json"
-        ? `${JSON.stringify({ partition: partitionNumber, ...record })}\n`
-        : record.value === null
-        ? "\n"
-        : record.valueEncoding === "base64"
-        ? Buffer.concat([Buffer.from(record.value, "base64"), newline])
-        : `${record.value}\n`
-    );
-    await output.write(
-      chunks.every((chunk) => typeof chunk === "string")
-        ? chunks.join("")
-        : Buffer.concat(
-          chunks.map((chunk) =>
-            typeof chunk === "string" ? Buffer.from(chunk) : chunk
-          ),
-        ),
-    );
+    if (take.length === 0 || output.isClosed()) return;
+    await output.write(formatRecords(take, partitionNumber, format));
     if (output.isClosed()) return;
     printed += take.length;
-    const next = take[take.length - 1].offset + 1;
-    positions.set(partitionNumber, next);
     if (group !== undefined) {
-      const id = commitId++;
-      commitsPending.set(id, () => {});
-      socket.send({
+      const committed = request({
         op: "commit",
-        id,
         sub,
         partition: partitionNumber,
-        offset: next,
+        offset: take[take.length - 1].offset + 1,
+        ...(generation === undefined ? {} : { generation }),
+      }).then((reply) => {
+        // A commit refused after a rebalance or a seek: those records are
+        // read again, as a group promises at-least-once.
+        if (reply?.op === "error") {
+          process.stderr.write(
+            `dakghar consume: commit failed: ${reply.code}: ${reply.message}\n`,
+          );
+        }
       });
+      commitsInFlight.add(committed);
+      committed.finally(() => commitsInFlight.delete(committed));
     }
     const wanted = max === undefined
       ? take.length
       : Math.min(take.length, max - credited);
-    if (wanted > 0) {
+    if (wanted > 0 && !stopping) {
       credited += wanted;
       socket.send({ op: "credit", sub, records: wanted });
     }
     maybeFinish();
   };
 
-  socket.onClose = (code) =>
+  const onRecords = (frame: Frame) => {
+    if (stopping) return;
+    const partitionNumber = frame.partition as number;
+    const records = frame.records as ConsumerRecord[];
+    const generation = generations.get(partitionNumber);
+    if (positions.has(partitionNumber) && records.length > 0) {
+      positions.set(partitionNumber, records[records.length - 1].offset + 1);
+    }
+    writing = writing.then(() => writeRecords(frame, generation)).catch(
+      finish,
+    );
+    if (values["no-follow"] && caughtUp()) finish(0);
+  };
+  socket.onClose = (code) => {
+    for (const id of [...replies.keys()]) settle(id, undefined);
     finish(
       new BrokerError("closed", `The broker closed the connection: ${code}`),
     );
+  };
   socket.onFrame = (frame) => {
     switch (frame.op) {
       case "subscribed":
@@ -209,47 +231,45 @@ export async function runConsume(args: string[]): Promise<number> {
           }[]
         ) {
           positions.set(start.partition, start.offset);
+          generations.set(start.partition, frame.generation as number);
         }
         maybeFinish();
         return;
       case "revoked":
-        for (const p of frame.partitions as number[]) positions.delete(p);
+        for (const p of frame.partitions as number[]) {
+          positions.delete(p);
+          generations.delete(p);
+        }
+        maybeFinish();
         return;
+      case "seeked":
       case "reset":
         positions.set(frame.partition as number, frame.offset as number);
+        if (frame.op === "seeked") {
+          generations.set(
+            frame.partition as number,
+            frame.generation as number,
+          );
+        }
         maybeFinish();
         return;
       case "records":
-        writing = writing.then(() => writeRecords(frame)).catch(finish);
-        return;
+        return onRecords(frame);
       case "committed":
-        settleCommit(frame.id as number);
-        return;
+      case "unsubscribed":
+        return settle(frame.id, frame);
       case "error":
         return onError(frame);
     }
   };
-  const settleCommit = (id: number) => {
-    const settled = commitsPending.get(id);
-    commitsPending.delete(id);
-    settled?.();
-  };
   const onError = (frame: Frame) => {
     const error = new BrokerError(String(frame.code), String(frame.message));
     if (frame.id === "subscribe") return finish(error);
-    if (typeof frame.id === "number") {
-      // A commit refused after a rebalance: the next owner reads those
-      // records again, as a group promises at-least-once.
-      settleCommit(frame.id);
-      process.stderr.write(
-        `dakghar: commit failed: ${error.code}: ${error.message}\n`,
-      );
-      return;
-    }
+    if (frame.id !== undefined) return settle(frame.id, frame);
     if (frame.code === "unknown_topic" || frame.code === "unknown_partition") {
       return finish(error);
     }
-    process.stderr.write(`dakghar: ${error.code}: ${error.message}\n`);
+    process.stderr.write(`dakghar consume: ${error.code}: ${error.message}\n`);
   };
 
   process.on("SIGINT", () => finish(0));
@@ -266,35 +286,50 @@ export async function runConsume(args: string[]): Promise<number> {
     credit: credited,
   });
 
+  // Stopping: print what arrived, let the commits land, then leave the group
+  // at once; a dropped connection would hold its partitions for the session
+  // timeout.
   const outcome = await finished;
+  stopping = true;
+  await writing;
+  if (group !== undefined && sub !== undefined) {
+    await withinMs(Promise.all(commitsInFlight), 5_000);
+    await withinMs(request({ op: "unsubscribe", sub }), 5_000);
+  }
   socket.onClose = () => {};
-  await settleCommits(socket, commitsPending);
   socket.close();
   if (outcome instanceof Error) throw outcome;
   return outcome;
 }
 
-const newline = new Uint8Array([10]);
-
-/** Waits, briefly, for the broker to confirm the commits sent so far. */
-async function settleCommits(
-  socket: { onClose: (code: number) => void },
-  pending: Map<number, () => void>,
-): Promise<void> {
-  if (pending.size === 0) return;
-  await new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, 5_000);
-    const check = () => {
-      if (pending.size > 0) return;
-      clearTimeout(timer);
-      resolve();
-    };
-    for (const id of pending.keys()) {
-      pending.set(id, () => queueMicrotask(check));
-    }
-    socket.onClose = () => {
-      clearTimeout(timer);
-      resolve();
-    };
-  });
+function withinMs(promise: Promise<unknown>, ms: number): Promise<unknown> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise((resolve) => timer = setTimeout(resolve, ms)),
+  ]).finally(() => clearTimeout(timer));
 }
+
+/** One line per record: the value's bytes, or the JSON consumer record. */
+function formatRecords(
+  records: ConsumerRecord[],
+  partition: number,
+  format: "value" | "json",
+): string | Uint8Array {
+  if (format === "json") {
+    return records.map((record) =>
+      `${JSON.stringify({ partition, ...record })}\n`
+    ).join("");
+  }
+  if (records.every((record) => record.valueEncoding !== "base64")) {
+    return records.map((record) => `${record.value ?? ""}\n`).join("");
+  }
+  return Buffer.concat(records.flatMap((record) => [
+    record.valueEncoding === "base64"
+      ? Buffer.from(record.value ?? "", "base64")
+      : Buffer.from(record.value ?? ""),
+    newline,
+  ]));
+}
+
+const newline = new Uint8Array([10]);
