@@ -26,6 +26,7 @@ Commands:
   consume <topic>           print records, following the topic
   groups list               list consumer groups
   groups describe <group>   a group's members, offsets and lag
+  groups seek <group>       move a group's committed offsets
 
 Run \`dakghar <command> --help\` for a command's options.
 

@@ -1,10 +1,12 @@
 /**
- * `dakghar groups list|describe`.
+ * `dakghar groups list|describe|seek`.
  */
 import {
   expectPositionals,
   globalUsage,
   parseCommand,
+  parseCount,
+  parseFrom,
   UsageError,
 } from "./_args.ts";
 import { callBroker } from "./_broker_api.ts";
@@ -14,6 +16,10 @@ import { standardOutput } from "./_output.ts";
 export const groupsUsage = `Usage:
   dakghar groups list [--json]     one name a line, or the JSON answer
   dakghar groups describe <group>  members, committed offsets and lag, as JSON
+  dakghar groups seek <group> --topic <topic> --to <position> [--partition <n> ...]
+      moves the group's committed offsets, also while members consume:
+      --to earliest, latest, an offset or an ISO time; --partition repeats
+      (default: every partition). Prints the new offsets as JSON.
 
 ${globalUsage}`;
 
@@ -28,6 +34,9 @@ ${globalUsage}`;
 export async function runGroups(args: string[]): Promise<number> {
   const { values, positionals, connection } = parseCommand(args, {
     json: { type: "boolean" },
+    topic: { type: "string" },
+    to: { type: "string" },
+    partition: { type: "string", multiple: true },
   });
   const output = standardOutput();
   if (values.help) {
@@ -60,8 +69,25 @@ export async function runGroups(args: string[]): Promise<number> {
       await output.write(`${JSON.stringify(answer, null, 2)}\n`);
       return 0;
     }
+    case "seek": {
+      expectPositionals(rest, ["group name"]);
+      if (values.topic === undefined) throw new UsageError("Missing --topic");
+      if (values.to === undefined) throw new UsageError("Missing --to");
+      const to = parseFrom(values.to, "to");
+      const partitions = (values.partition as string[] | undefined)?.map(
+        (text) => parseCount(text, "partition")!,
+      );
+      const answer = await callBroker(
+        connection,
+        "POST",
+        `/groups/${encodeURIComponent(rest[0])}/seek`,
+        { topic: values.topic, to, ...(partitions ? { partitions } : {}) },
+      );
+      await output.write(`${JSON.stringify(answer, null, 2)}\n`);
+      return 0;
+    }
     case undefined:
-      throw new UsageError("Missing subcommand: list or describe");
+      throw new UsageError("Missing subcommand: list, describe or seek");
     default:
       throw new UsageError(`Unknown subcommand: groups ${subcommand}`);
   }

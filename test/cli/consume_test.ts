@@ -182,6 +182,38 @@ test("consume --group commits: a second run gets only the records produced since
     const group = JSON.parse(String(described.stdout));
     for (const partition of group.partitions) assert.is(partition.lag, 0);
     assert.is(unknown.code, 3);
+
+    const sought = await runCli(url, [
+      "groups",
+      "seek",
+      "g",
+      "--topic",
+      "events",
+      "--to",
+      "earliest",
+    ]);
+    assert.is(sought.code, 0, sought.stderr);
+    assert.equal(
+      JSON.parse(String(sought.stdout)).partitions.map((
+        p: { offset: number },
+      ) => p.offset),
+      [0, 0],
+    );
+    const [again, seekUsage, seekUnknown] = await Promise.all([
+      runCli(url, ["consume", "events", "--group", "g", "--no-follow"]),
+      runCli(url, ["groups", "seek", "g", "--topic", "events"]),
+      runCli(url, ["groups", "seek", "g", "--topic", "nope", "--to", "0"]),
+    ]);
+    assert.equal(String(again.stdout).split("\n").sort(), [
+      "",
+      "a",
+      "b",
+      "c",
+      "d",
+      "e",
+    ]);
+    assert.is(seekUsage.code, 2);
+    assert.is(seekUnknown.code, 3);
   });
 });
 
