@@ -202,6 +202,8 @@ export class GroupCoordinator {
   readonly #options: GroupCoordinatorOptions;
   readonly #groups = new Map<string, Group>();
   readonly #sessionTimeoutMs: number;
+  /** Bounds on revocations still waiting for their member, cleared on close. */
+  readonly #revocationTimers = new Set<ReturnType<typeof setTimeout>>();
   #closed = false;
 
   constructor(options: GroupCoordinatorOptions) {
@@ -603,6 +605,8 @@ export class GroupCoordinator {
   /** Revokes every assignment, cancels session timeouts, flushes offsets. */
   async close(): Promise<void> {
     this.#closed = true;
+    for (const timer of this.#revocationTimers) clearTimeout(timer);
+    this.#revocationTimers.clear();
     for (const group of this.#groups.values()) {
       for (const member of [...group.members.values()]) {
         this.#remove(group, member, true);
@@ -697,10 +701,12 @@ export class GroupCoordinator {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<void>((resolve) => {
       timer = setTimeout(resolve, this.#sessionTimeoutMs);
+      this.#revocationTimers.add(timer);
     });
-    return Promise.race([result.catch(() => {}), timeout]).finally(() =>
-      clearTimeout(timer)
-    );
+    return Promise.race([result.catch(() => {}), timeout]).finally(() => {
+      clearTimeout(timer);
+      this.#revocationTimers.delete(timer!);
+    });
   }
 
   /** Queues a step: optionally new targets, then revocations and hand-outs. */
