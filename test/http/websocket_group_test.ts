@@ -218,10 +218,12 @@ test("joinGroup() under a publish stream: cooperative hand-overs, no loss, no pa
   const c = new Consumer("c", stints);
   const rounds = 60;
   const joinedAt: Record<string, number> = {};
+  const publishedAt: number[] = [];
   try {
     await a.join(context, "a");
     for (let round = 0; round < rounds; round++) {
       await publishRound(context.broker, round, 4);
+      publishedAt.push(Date.now());
       if (round === 10) {
         joinedAt.b = Date.now();
         await b.join(context, "b");
@@ -284,10 +286,19 @@ test("joinGroup() under a publish stream: cooperative hand-overs, no loss, no pa
         next === undefined ? "none" : next.at - at
       } ms`;
     });
+    // The longest a kept partition went without records, against the
+    // longest gap between two publish rounds.
+    const kept = a.arrivals.filter((r) => r.partition <= 1).map((r) => r.at);
+    const longest = (times: number[]) =>
+      times.slice(1).reduce((m, t, i) => Math.max(m, t - times[i]), 0);
     console.log(
       `websocket_group: ${duplicates} duplicates over ${
         [...stints.values()].reduce((n, l) => n + l.length - 1, 0)
-      } hand-overs (bound ${uncommittedAtHandOver}); ${gaps.join("; ")}`,
+      } hand-overs (bound ${uncommittedAtHandOver}); ${
+        gaps.join("; ")
+      }; longest gap in a's kept partitions ${
+        longest(kept)
+      } ms, between publish rounds ${longest(publishedAt)} ms`,
     );
   } finally {
     await stop(context);
@@ -397,6 +408,7 @@ test("seekGroup() moves a live member to earliest, latest, an offset or a time",
       ["earliest", 0],
       ["latest", 9],
       [{ offset: 4 }, 4], // inside the second batch
+      [{ offset: 1000 }, 9], // clamped to the log end
       [{ timestamp: times[0] - 1000 }, 0], // before the first record
       [{ timestamp: times[0] + 1 }, 3], // between batches
       [{ timestamp: times[2] + 1000 }, 9], // after the last

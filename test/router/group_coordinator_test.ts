@@ -396,6 +396,33 @@ test("seek() moves offsets, tells owners and fences older commits", async () => 
   );
 });
 
+test("seek() during a hand-over: the next owner starts at the seek", async () => {
+  const groups = coordinator();
+  let letGo = () => {};
+  const a = member("a");
+  await groups.joinGroup("g", "orders", {
+    ...a.handle,
+    onRevocation: (r) => {
+      a.handle.onRevocation(r);
+      return new Promise<void>((resolve) => letGo = resolve);
+    },
+  }, "earliest");
+  const b = member("b");
+  await groups.joinGroup("g", "orders", b.handle, "earliest");
+  const before = a.state.generation;
+  await groups.seek("g", "orders", [{ partition: 2, offset: 18 }]);
+  // The releasing owner hears no seek and cannot commit over it.
+  assert.not.ok(a.state.events.some((e) => e.startsWith("seek")));
+  assert.is(
+    codeOf(() => groups.commit("g", "orders", 2, 19, "a", before)),
+    "stale_generation",
+  );
+  letGo();
+  await sleep(5);
+  assert.equal(b.state.assigned, [{ partition: 2, offset: 18 }]);
+  await groups.close();
+});
+
 test("seek() on a group without members creates its offsets", async () => {
   const groups = coordinator();
   await groups.seek("fresh", "orders", [{ partition: 1, offset: 7 }]);
