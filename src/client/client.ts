@@ -1,0 +1,341 @@
+/**
+ * The Dakghar client: admin calls, publishing and reading over HTTP with
+ * `fetch`, publishing over a WebSocket once connected, and subscriptions as
+ * async iterators. Runs unchanged in browsers, Deno, Node 20+ (pass `ws` as
+ * the WebSocket) and edge functions (HTTP only).
+ */
+import type {
+  GroupDescription,
+  GroupSummary,
+  TopicConfig,
+  TopicDescription,
+} from "../broker.ts";
+import { encodeBatch } from "../log/record_batch.ts";
+import { DakgharClientError } from "./errors.ts";
+import {
+  HttpApi,
+  type PartitionReadResult,
+  type ReadOptions,
+  type SeekResult,
+  type SeekTarget,
+  type TopicDetails,
+} from "./http.ts";
+import {
+  type OutgoingRecord,
+  type RecordPosition,
+  toBatchRecord,
+  toJsonRecord,
+} from "./records.ts";
+import { type SubscribeOptions, Subscription } from "./subscription.ts";
+import {
+  type WebSocketConstructor,
+  WebSocketTransport,
+} from "./websocket_transport.ts";
+
+/** Options for {@linkcode DakgharClient}. */
+export interface DakgharClientOptions {
+  /** The broker's base URL, e.g. `http://127.0.0.1:8080`. */
+  url: string;
+  /** Bearer token, when the broker runs with `--token`. */
+  token?: string;
+  /**
+   * WebSocket class for subscriptions and WebSocket publishing; defaults to
+   * the global one. Node 20 has none: pass `(await import("ws")).default`.
+   */
+  WebSocket?: WebSocketConstructor;
+  /** `fetch` to use (default: the global one). */
+  fetch?: typeof fetch;
+}
+
+/** How a publish travels. */
+export interface PublishOptions {
+  /**
+   * "http" or "websocket"; by default the WebSocket once
+   * {@linkcode DakgharClient.connect} was called, else HTTP.
+   */
+  via?: "http" | "websocket";
+}
+
+/**
+ * A client for one broker.
+ *
+ * @example
+ * ```ts
+ * import { DakgharClient } from "dakghar";
+ *
+ * const client = new DakgharClient({ url: "http://127.0.0.1:8080" });
+ * await client.createTopic("orders", { partitions: 3 });
+ * const { partition, offset } = await client.publish("orders", {
+ *   key: "customer-42",
+ *   value: { total: 12.5 },
+ * });
+ * const subscription = await client.subscribe({
+ *   topic: "orders",
+ *   group: "billing",
+ *   from: "earliest",
+ * });
+ * for await (const message of subscription) {
+ *   console.log(message.partition, message.offset, message.json());
+ * }
+ * ```
+ */
+export class DakgharClient {
+  readonly url: string;
+  readonly #http: HttpApi;
+  readonly #token: string | undefined;
+  readonly #WebSocket: WebSocketConstructor | undefined;
+  #publisher: Promise<WebSocketTransport> | undefined;
+  #connected = false;
+  readonly #subscriptions = new Set<Subscription>();
+
+  constructor(options: DakgharClientOptions) {
+    this.url = options.url.replace(/\/+$/, "");
+    this.#token = options.token;
+    this.#http = new HttpApi(this.url, options.token, options.fetch);
+    this.#WebSocket = options.WebSocket ??
+      (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
+  }
+
+  /**
+   * Creates a topic; settings left out take the broker's defaults.
+   * @throws {DakgharClientError} `topic_exists`, `invalid_topic_name`, `invalid_config`
+   */
+  createTopic(
+    name: string,
+    config: Partial<TopicConfig> = {},
+  ): Promise<TopicDescription> {
+    return this.#http.createTopic(name, config);
+  }
+
+  /** Every topic with its settings. */
+  listTopics(): Promise<TopicDescription[]> {
+    return this.#http.listTopics();
+  }
+
+  /**
+   * A topic with live statistics per partition.
+   * @throws {DakgharClientError} `unknown_topic`
+   */
+  describeTopic(name: string): Promise<TopicDetails> {
+    return this.#http.describeTopic(name);
+  }
+
+  /**
+   * Deletes a topic and its files.
+   * @throws {DakgharClientError} `unknown_topic`
+   */
+  deleteTopic(name: string): Promise<void> {
+    return this.#http.deleteTopic(name);
+  }
+
+  /** Every consumer group, with its generation and member count. */
+  listGroups(): Promise<GroupSummary[]> {
+    return this.#http.listGroups();
+  }
+
+  /**
+   * A group's members, assignment, committed offsets and lag.
+   * @throws {DakgharClientError} `unknown_group`
+   */
+  describeGroup(name: string): Promise<GroupDescription> {
+    return this.#http.describeGroup(name);
+  }
+
+  /**
+   * Moves a group's committed offsets on a topic, also while members consume:
+   * each partition's owner gets a `seeked` event and continues from there.
+   * @param partitions default: all of the topic's partitions
+   * @throws {DakgharClientError} `unknown_topic`, `unknown_partition`
+   */
+  seekGroup(
+    group: string,
+    topic: string,
+    to: SeekTarget,
+    partitions?: number[],
+  ): Promise<SeekResult> {
+    return this.#http.seekGroup(group, topic, to, partitions);
+  }
+
+  /**
+   * Publishes one record; resolves once it is durable, with where it landed.
+   * @throws {DakgharClientError} `unknown_topic`, `record_too_large`, …
+   */
+  async publish(
+    topic: string,
+    record: OutgoingRecord,
+    options: PublishOptions = {},
+  ): Promise<RecordPosition> {
+    const [position] = await this.publishBatch(topic, [record], options);
+    return position;
+  }
+
+  /**
+   * Publishes records in one request; resolves with where each landed, in
+   * order. Over the WebSocket, records bound for one partition (same
+   * `partition`, or same key and none) go as one pre-framed record batch in
+   * a msgpack frame; others go as JSON records.
+   * @throws {DakgharClientError} `unknown_topic`, `record_too_large`, …
+   */
+  async publishBatch(
+    topic: string,
+    records: OutgoingRecord[],
+    options: PublishOptions = {},
+  ): Promise<RecordPosition[]> {
+    if (records.length === 0) return [];
+    const via = options.via ?? (this.#connected ? "websocket" : "http");
+    if (via === "http") return this.#http.publish(topic, records);
+
+    const transport = await this.#publisherTransport();
+    const batch = singlePartitionBatch(records);
+    if (batch) {
+      const ack = await transport.request(
+        { op: "publish", topic, ...batch },
+        "msgpack",
+      );
+      const [{ partition, offset }] = ack.offsets as RecordPosition[];
+      return records.map((_, index) => ({ partition, offset: offset + index }));
+    }
+    const ack = await transport.request(
+      { op: "publish", topic, records: records.map(toJsonRecord) },
+      "json",
+    );
+    return ack.offsets as RecordPosition[];
+  }
+
+  /**
+   * Reads records of one partition from an offset, over HTTP.
+   * @throws {DakgharClientError} `offset_out_of_range`, `unknown_partition`, …
+   */
+  read(
+    topic: string,
+    partition: number,
+    options: ReadOptions = {},
+  ): Promise<PartitionReadResult> {
+    return this.#http.read(topic, partition, options);
+  }
+
+  /**
+   * Opens a WebSocket for publishing: later publishes go over it. A dropped
+   * connection is opened again by the next publish.
+   * @throws {DakgharClientError} `network_error`
+   */
+  async connect(): Promise<void> {
+    await this.#publisherTransport();
+    this.#connected = true;
+  }
+
+  /**
+   * Subscribes to a topic, as a group member or on its own; resolves once
+   * the broker confirmed the subscription.
+   * @throws {DakgharClientError} `unknown_topic`, `unauthorized`, …
+   */
+  async subscribe(options: SubscribeOptions): Promise<Subscription> {
+    const subscription = new Subscription(options, () => this.#openSocket());
+    await subscription.start();
+    this.#subscriptions.add(subscription);
+    return subscription;
+  }
+
+  /** Closes every subscription and the publishing WebSocket. */
+  async close(): Promise<void> {
+    const subscriptions = [...this.#subscriptions];
+    this.#subscriptions.clear();
+    await Promise.all(subscriptions.map((s) => s.close()));
+    const publisher = this.#publisher;
+    this.#publisher = undefined;
+    this.#connected = false;
+    if (publisher) (await publisher.catch(() => undefined))?.close();
+  }
+
+  #publisherTransport(): Promise<WebSocketTransport> {
+    const current = this.#publisher;
+    if (current) {
+      return current.then(
+        (transport) =>
+          transport.isOpen ? transport : this.#replacePublisher(current),
+        () => this.#replacePublisher(current),
+      );
+    }
+    return this.#replacePublisher(undefined);
+  }
+
+  #replacePublisher(
+    stale: Promise<WebSocketTransport> | undefined,
+  ): Promise<WebSocketTransport> {
+    if (this.#publisher !== stale) return this.#publisherTransport();
+    this.#publisher = this.#openSocket();
+    return this.#publisher;
+  }
+
+  #openSocket(): Promise<WebSocketTransport> {
+    if (!this.#WebSocket) {
+      return Promise.reject(
+        new DakgharClientError(
+          "network_error",
+          "No WebSocket: pass one as the WebSocket option (on Node: the ws package)",
+        ),
+      );
+    }
+    const url = new URL(`${this.url}/ws`);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    if (this.#token !== undefined) url.searchParams.set("token", this.#token);
+    return WebSocketTransport.open(url.href, this.#WebSocket);
+  }
+}
+
+/**
+ * Creates a {@linkcode DakgharClient}.
+ *
+ * @example
+ * ```ts
+ * import { createClient } from "dakghar";
+ *
+ * const client = createClient({ url: "http://127.0.0.1:8080" });
+ * const { records } = await client.read("orders", 0, { offset: 0 });
+ * for (const record of records) console.log(record.offset, record.text());
+ * ```
+ */
+export function createClient(options: DakgharClientOptions): DakgharClient {
+  return new DakgharClient(options);
+}
+
+/** The msgpack publish fields when every record goes to one partition. */
+function singlePartitionBatch(
+  records: OutgoingRecord[],
+): Record<string, unknown> | undefined {
+  const [first] = records;
+  const partition = first.partition;
+  const key = first.key ?? null;
+  for (const record of records) {
+    if (record.partition !== partition) return undefined;
+    if (partition === undefined && !sameKey(record.key ?? null, key)) {
+      return undefined;
+    }
+  }
+  let batch: Uint8Array;
+  try {
+    const now = Date.now();
+    batch = encodeBatch(records.map((record) => toBatchRecord(record, now)));
+  } catch (error) {
+    // Timestamps too far apart for one batch: the JSON path splits them.
+    if (error instanceof RangeError) return undefined;
+    throw error;
+  }
+  return partition !== undefined
+    ? { batch, partition }
+    : key === null
+    ? { batch }
+    : { batch, key };
+}
+
+function sameKey(
+  a: string | Uint8Array | null,
+  b: string | Uint8Array | null,
+): boolean {
+  if (
+    typeof a === "string" || typeof b === "string" || a === null || b === null
+  ) {
+    return a === b;
+  }
+  return a.length === b.length && a.every((byte, index) => byte === b[index]);
+}

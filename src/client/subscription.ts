@@ -1,0 +1,645 @@
+/**
+ * A subscription to a topic over its own WebSocket, as an async iterator of
+ * messages.
+ *
+ * Flow control: the subscription owns `bufferSize` records of credit. Each
+ * record is always in exactly one place: granted to the broker and not yet
+ * received, received and buffered, or yielded and waiting to be granted
+ * again. Credit goes back to the broker as the iterator is consumed, so the
+ * buffer never holds more than `bufferSize` records.
+ *
+ * Positions: `#positions` holds, per partition, the offset after the last
+ * record the iterator yielded (or the start the broker assigned). A group
+ * member commits these; an ungrouped subscription resumes from them after a
+ * reconnect. A group member that comes back resumes from the group's
+ * committed offsets, which may lag what it already yielded; records below
+ * its own positions are skipped, so nothing is yielded twice and nothing is
+ * skipped that was not yielded before.
+ */
+import { DakgharClientError } from "./errors.ts";
+import { ConsumedRecord, recordsFromBatches } from "./records.ts";
+import type { Frame, WebSocketTransport } from "./websocket_transport.ts";
+
+/** Where a subscription without a group starts; groups take the first two. */
+export type SubscribeFrom =
+  | "earliest"
+  | "latest"
+  | { offset: number }
+  | { timestamp: number };
+
+/** Reconnect timing: exponential backoff with jitter, capped. */
+export interface ReconnectOptions {
+  /** First delay (default 100 ms); doubles per failed attempt. */
+  initialDelayMs?: number;
+  /** Longest delay (default 5000 ms). */
+  maxDelayMs?: number;
+}
+
+/** Options for {@linkcode DakgharClient.subscribe}. */
+export interface SubscribeOptions {
+  topic: string;
+  /** Join this consumer group; the broker assigns partitions. */
+  group?: string;
+  /**
+   * With a group: the member id (default: the broker picks one). Reconnects
+   * reuse the id either way, so the member gets its partitions back.
+   */
+  memberId?: string;
+  /**
+   * Without a group: where to start (default "latest"). With a group: where
+   * to start in partitions the group never committed.
+   */
+  from?: SubscribeFrom;
+  /** Without a group: the partitions to read (default: all). */
+  partitions?: number[];
+  /** Most records received and not yet yielded (default 500). */
+  bufferSize?: number;
+  /** Commit what the iterator has yielded periodically (default true). */
+  autoCommit?: boolean;
+  /** Auto-commit period (default 1000 ms). */
+  autoCommitIntervalMs?: number;
+  /** Reconnect after the connection drops (default true). */
+  reconnect?: boolean | ReconnectOptions;
+  /** Told about assignments, resets, disconnects and fetch errors. */
+  onEvent?: (event: SubscriptionEvent) => void;
+}
+
+/** What happened to a subscription, for {@linkcode SubscribeOptions.onEvent}. */
+export type SubscriptionEvent =
+  | {
+    type: "assigned";
+    generation: number;
+    partitions: { partition: number; offset: number }[];
+  }
+  | { type: "revoked"; generation: number; partitions: number[] }
+  | { type: "seeked"; partition: number; offset: number; generation: number }
+  | {
+    type: "reset";
+    partition: number;
+    offset: number;
+    previousOffset: number;
+    reason: string;
+  }
+  | { type: "disconnected"; error: DakgharClientError }
+  | { type: "reconnected" }
+  | { type: "error"; error: DakgharClientError };
+
+/** A consumed record that can commit itself. */
+export class Message extends ConsumedRecord {
+  #subscription: Subscription;
+
+  /** Generation of the assignment or seek this record was fetched under. */
+  readonly generation: number;
+
+  constructor(
+    record: ConsumedRecord,
+    subscription: Subscription,
+    generation: number,
+  ) {
+    super(
+      record.topic,
+      record.partition,
+      record.offset,
+      record.timestamp,
+      record.keyBytes,
+      record.value,
+      record.headerBytes,
+    );
+    this.#subscription = subscription;
+    this.generation = generation;
+  }
+
+  /**
+   * Commits the group's position in this partition to just after this record.
+   * @throws {DakgharClientError} e.g. `not_assigned` after a rebalance
+   */
+  commit(): Promise<void> {
+    return this.#subscription.commitOffset(
+      this.partition,
+      this.offset + 1,
+      this.generation,
+    );
+  }
+}
+
+/** Codes after which reconnecting cannot help. */
+const fatalCodes = new Set([
+  "unknown_topic",
+  "unknown_partition",
+  "unknown_group",
+  "unauthorized",
+  "bad_frame",
+  "bad_request",
+  "invalid_topic_name",
+]);
+
+/** One broker subscription id on the current connection, with its credit. */
+interface SubState {
+  sub: string;
+  /** Credit granted and not yet used by records. */
+  outstanding: number;
+}
+
+/**
+ * Messages of a topic, as an async iterator. Create with
+ * {@linkcode DakgharClient.subscribe}.
+ */
+export class Subscription implements AsyncIterableIterator<Message> {
+  readonly topic: string;
+  readonly group: string | undefined;
+  readonly bufferSize: number;
+
+  readonly #options: SubscribeOptions;
+  readonly #connect: () => Promise<WebSocketTransport>;
+  #transport: WebSocketTransport | undefined;
+  #subs = new Map<string, SubState>();
+  /**
+   * Frames that arrived before their `subscribed` reply was handled: a
+   * socket may deliver `subscribed`, `assigned` and records in one task.
+   */
+  #early: Frame[] = [];
+  #buffer: Message[] = [];
+  #head = 0;
+  #bufferedPeak = 0;
+  /** Credit taken back from yielded or dropped records, not yet granted. */
+  #free = 0;
+  #positions = new Map<number, number>();
+  /** Per partition, the generation the position in `#positions` came from. */
+  #generations = new Map<number, number>();
+  #memberId: string | undefined;
+  #skipBelow = new Map<number, number>();
+  #committed = new Map<number, number>();
+  #owned = new Set<number>();
+  /** Per owned partition, the generation records now arriving belong to. */
+  #fetchGenerations = new Map<number, number>();
+  #wake: (() => void) | undefined;
+  #failure: Error | undefined;
+  #closed = false;
+  #autoCommitTimer: ReturnType<typeof setInterval> | undefined;
+  #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  #attempt = 0;
+
+  /** Use {@linkcode DakgharClient.subscribe}. */
+  constructor(
+    options: SubscribeOptions,
+    connect: () => Promise<WebSocketTransport>,
+  ) {
+    const bufferSize = options.bufferSize ?? 500;
+    if (!Number.isInteger(bufferSize) || bufferSize < 1) {
+      throw new RangeError(
+        `bufferSize must be a positive integer: ${bufferSize}`,
+      );
+    }
+    this.topic = options.topic;
+    this.group = options.group;
+    this.bufferSize = bufferSize;
+    this.#options = options;
+    this.#connect = connect;
+    this.#memberId = options.memberId;
+  }
+
+  /** Opens the first connection; rejects with the broker's error. */
+  async start(): Promise<void> {
+    await this.#open();
+    if (this.group !== undefined && this.#options.autoCommit !== false) {
+      this.#autoCommitTimer = setInterval(() => {
+        this.commit().catch((error) => this.#emitError(error));
+      }, this.#options.autoCommitIntervalMs ?? 1000);
+    }
+  }
+
+  /** The group member id the broker confirmed; undefined without a group. */
+  get memberId(): string | undefined {
+    return this.#memberId;
+  }
+
+  /** Records received and not yet yielded. */
+  get buffered(): number {
+    return this.#buffer.length - this.#head;
+  }
+
+  /** Most records ever buffered at once; never above `bufferSize`. */
+  get bufferedPeak(): number {
+    return this.#bufferedPeak;
+  }
+
+  /** Per partition, the offset after the last record yielded (or the start). */
+  positions(): Map<number, number> {
+    return new Map(this.#positions);
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  /** The next message; waits for one, and ends once the subscription closes. */
+  async next(): Promise<IteratorResult<Message, undefined>> {
+    while (true) {
+      if (this.#closed) return { done: true, value: undefined };
+      if (this.#head < this.#buffer.length) {
+        const message = this.#buffer[this.#head++];
+        if (this.#head >= 1024 && this.#head * 2 >= this.#buffer.length) {
+          this.#buffer = this.#buffer.slice(this.#head);
+          this.#head = 0;
+        }
+        this.#positions.set(message.partition, message.offset + 1);
+        this.#generations.set(message.partition, message.generation);
+        this.#free++;
+        this.#maybeGrant();
+        return { done: false, value: message };
+      }
+      if (this.#failure) throw this.#failure;
+      await new Promise<void>((resolve) => this.#wake = resolve);
+    }
+  }
+
+  /** Ends the iteration (a `break` in `for await` calls it). */
+  async return(): Promise<IteratorResult<Message, undefined>> {
+    await this.close();
+    return { done: true, value: undefined };
+  }
+
+  /**
+   * Commits, per owned partition, the offset after the last yielded record.
+   * Does nothing without a group.
+   * @throws {DakgharClientError} e.g. `connection_closed` while reconnecting
+   */
+  async commit(): Promise<void> {
+    if (this.group === undefined) return;
+    const commits: Promise<void>[] = [];
+    for (const partition of this.#owned) {
+      const offset = this.#positions.get(partition);
+      if (offset === undefined) continue;
+      if (offset <= (this.#committed.get(partition) ?? -1)) continue;
+      commits.push(
+        this.commitOffset(partition, offset, this.#generations.get(partition)),
+      );
+    }
+    await Promise.all(commits);
+  }
+
+  /**
+   * Commits `offset` (the next record to process) in `partition`, under the
+   * generation the position came from (default: the partition's latest).
+   * @throws {DakgharClientError} `not_assigned`, `stale_generation`, …
+   */
+  async commitOffset(
+    partition: number,
+    offset: number,
+    generation: number | undefined = this.#generations.get(partition),
+  ): Promise<void> {
+    const [state] = this.#subs.values();
+    if (this.group === undefined) {
+      throw new DakgharClientError(
+        "bad_request",
+        "Only group subscriptions commit",
+      );
+    }
+    const transport = this.#transport;
+    if (!transport || !state) {
+      throw new DakgharClientError(
+        "connection_closed",
+        "Cannot commit while disconnected",
+      );
+    }
+    await transport.request(
+      {
+        op: "commit",
+        sub: state.sub,
+        partition,
+        offset,
+        ...(generation === undefined ? {} : { generation }),
+      },
+      "msgpack",
+    );
+    if (offset > (this.#committed.get(partition) ?? -1)) {
+      this.#committed.set(partition, offset);
+    }
+  }
+
+  /**
+   * Stops receiving: commits what was yielded (with auto-commit on), leaves
+   * the group and ends the iteration.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    clearInterval(this.#autoCommitTimer);
+    clearTimeout(this.#reconnectTimer);
+    if (this.#options.autoCommit !== false) {
+      await this.commit().catch(() => {});
+    }
+    this.#closed = true;
+    this.#buffer = [];
+    this.#head = 0;
+    const transport = this.#transport;
+    this.#transport = undefined;
+    // Leave the group at once rather than have it wait out the session
+    // timeout for a member that is not coming back.
+    if (transport?.isOpen) {
+      await Promise.all(
+        [...this.#subs.keys()].map((sub) =>
+          transport.request({ op: "unsubscribe", sub }, "msgpack")
+            .catch(() => {})
+        ),
+      );
+    }
+    transport?.close();
+    this.#wakeReader();
+  }
+
+  /** Connects and subscribes, from the positions known so far. */
+  async #open(): Promise<void> {
+    const transport = await this.#connect();
+    if (this.#closed) {
+      transport.close();
+      return;
+    }
+    this.#transport = transport;
+    this.#subs.clear();
+    this.#early = [];
+    this.#owned.clear();
+    this.#fetchGenerations.clear();
+    this.#committed.clear();
+    this.#buffer = [];
+    this.#head = 0;
+    this.#free = 0;
+    transport.onFrame = (frame) => {
+      if (transport === this.#transport) this.#receive(frame);
+    };
+    transport.onClose = (error) => {
+      if (transport === this.#transport) this.#disconnected(error);
+    };
+
+    const frames = this.#subscribeFrames();
+    try {
+      for (const [index, frame] of frames.entries()) {
+        const credit = Math.floor(this.bufferSize / frames.length) +
+          (index < this.bufferSize % frames.length ? 1 : 0);
+        const reply = await transport.request(
+          {
+            op: "subscribe",
+            topic: this.topic,
+            format: "batch",
+            credit,
+            ...frame,
+          },
+          "msgpack",
+        );
+        const sub = String(reply.sub);
+        if (typeof reply.memberId === "string") this.#memberId = reply.memberId;
+        this.#subs.set(sub, { sub, outstanding: credit });
+        const early = this.#early.filter((frame) => frame.sub === sub);
+        this.#early = this.#early.filter((frame) => frame.sub !== sub);
+        for (const frame of early) this.#receive(frame);
+      }
+    } catch (error) {
+      this.#transport = undefined;
+      transport.close();
+      throw error;
+    }
+  }
+
+  /** One subscribe frame, or one per resume offset without a group. */
+  #subscribeFrames(): Record<string, unknown>[] {
+    const { group, from, partitions } = this.#options;
+    if (group !== undefined) {
+      const memberId = this.#memberId;
+      return [{
+        group,
+        from: from ?? "latest",
+        ...(memberId === undefined ? {} : { memberId }),
+      }];
+    }
+    if (this.#positions.size === 0) {
+      return [{ from: from ?? "latest", partitions }];
+    }
+    const byOffset = new Map<number, number[]>();
+    for (const [partition, offset] of this.#positions) {
+      const list = byOffset.get(offset) ?? [];
+      list.push(partition);
+      byOffset.set(offset, list);
+    }
+    return [...byOffset].map(([offset, partitions]) => ({
+      from: { offset },
+      partitions,
+    }));
+  }
+
+  #receive(frame: Frame): void {
+    const state = this.#subs.get(String(frame.sub));
+    if (!state) {
+      if (frame.sub !== undefined) this.#early.push(frame);
+      return;
+    }
+    switch (frame.op) {
+      case "batch":
+        this.#receiveBatch(state, frame);
+        break;
+      case "assigned":
+        this.#assigned(frame);
+        break;
+      case "revoked":
+        this.#revoked(frame);
+        break;
+      case "reset":
+        this.#reset(frame);
+        break;
+      case "seeked":
+        this.#seeked(frame);
+        break;
+      case "error": {
+        const { op: _op, ...body } = frame;
+        this.#emitError(
+          new DakgharClientError(
+            String(frame.code) as DakgharClientError["code"],
+            String(frame.message),
+            { context: body },
+          ),
+        );
+        break;
+      }
+    }
+  }
+
+  #receiveBatch(state: SubState, frame: Frame): void {
+    const partition = frame.partition as number;
+    const records = recordsFromBatches(
+      this.topic,
+      partition,
+      frame.bytes as Uint8Array,
+    );
+    state.outstanding -= records.length;
+    const floor = this.#skipBelow.get(partition) ?? -1;
+    for (const record of records) {
+      if (record.offset < floor) this.#free++;
+      else {
+        this.#buffer.push(
+          new Message(record, this, this.#fetchGenerations.get(partition) ?? 0),
+        );
+      }
+    }
+    this.#bufferedPeak = Math.max(this.#bufferedPeak, this.buffered);
+    this.#maybeGrant();
+    this.#wakeReader();
+  }
+
+  #assigned(frame: Frame): void {
+    const partitions = frame.partitions as {
+      partition: number;
+      offset: number;
+    }[];
+    const generation = frame.generation as number;
+    for (const { partition, offset } of partitions) {
+      this.#owned.add(partition);
+      this.#fetchGenerations.set(partition, generation);
+      this.#committed.set(partition, offset);
+      const position = this.#positions.get(partition);
+      if (position === undefined || position <= offset) {
+        this.#positions.set(partition, offset);
+        this.#generations.set(partition, generation);
+        this.#skipBelow.delete(partition);
+      } else this.#skipBelow.set(partition, position);
+    }
+    this.#emit({
+      type: "assigned",
+      generation: frame.generation as number,
+      partitions,
+    });
+  }
+
+  #revoked(frame: Frame): void {
+    const partitions = frame.partitions as number[];
+    // The broker refuses commits for these from now on: whatever was yielded
+    // and not committed yet goes to the new owner again.
+    for (const partition of partitions) {
+      this.#owned.delete(partition);
+      this.#fetchGenerations.delete(partition);
+    }
+    this.#dropBuffered(partitions);
+    this.#emit({
+      type: "revoked",
+      generation: frame.generation as number,
+      partitions,
+    });
+  }
+
+  /** The group was sought: records buffered from before the seek are void. */
+  #seeked(frame: Frame): void {
+    const partition = frame.partition as number;
+    const offset = frame.offset as number;
+    const generation = frame.generation as number;
+    this.#dropBuffered([partition]);
+    this.#skipBelow.delete(partition);
+    this.#positions.set(partition, offset);
+    this.#generations.set(partition, generation);
+    this.#fetchGenerations.set(partition, generation);
+    this.#committed.set(partition, offset);
+    this.#emit({ type: "seeked", partition, offset, generation });
+  }
+
+  #dropBuffered(partitions: number[]): void {
+    const kept = this.#buffer.slice(this.#head).filter((message) =>
+      !partitions.includes(message.partition)
+    );
+    this.#free += this.buffered - kept.length;
+    this.#buffer = kept;
+    this.#head = 0;
+    this.#maybeGrant();
+  }
+
+  #reset(frame: Frame): void {
+    const partition = frame.partition as number;
+    this.#skipBelow.delete(partition);
+    const pending = this.#buffer.slice(this.#head).some((message) =>
+      message.partition === partition
+    );
+    if (!pending) this.#positions.set(partition, frame.offset as number);
+    this.#emit({
+      type: "reset",
+      partition,
+      offset: frame.offset as number,
+      previousOffset: frame.previousOffset as number,
+      reason: String(frame.reason),
+    });
+  }
+
+  /** Grants freed credit once a quarter of the buffer is free. */
+  #maybeGrant(): void {
+    const transport = this.#transport;
+    if (!transport?.isOpen || this.#subs.size === 0) return;
+    if (this.#free < Math.max(1, Math.floor(this.bufferSize / 4))) return;
+    let neediest: SubState | undefined;
+    for (const state of this.#subs.values()) {
+      if (!neediest || state.outstanding < neediest.outstanding) {
+        neediest = state;
+      }
+    }
+    const records = this.#free;
+    this.#free = 0;
+    neediest!.outstanding += records;
+    transport.send({ op: "credit", sub: neediest!.sub, records }, "msgpack");
+  }
+
+  #disconnected(error: DakgharClientError): void {
+    this.#transport = undefined;
+    this.#subs.clear();
+    this.#early = [];
+    this.#buffer = [];
+    this.#head = 0;
+    if (this.#closed) return;
+    if (this.#options.reconnect === false) {
+      this.#fail(error);
+      return;
+    }
+    this.#emit({ type: "disconnected", error });
+    this.#scheduleReconnect();
+  }
+
+  #scheduleReconnect(): void {
+    const settings = typeof this.#options.reconnect === "object"
+      ? this.#options.reconnect
+      : {};
+    const initial = settings.initialDelayMs ?? 100;
+    const cap = settings.maxDelayMs ?? 5000;
+    const backoff = Math.min(cap, initial * 2 ** this.#attempt);
+    // Full-size jitter would let many clients retry at once after a broker
+    // restart; half keeps them spread and the delay still grows.
+    const delay = backoff / 2 + Math.random() * backoff / 2;
+    this.#attempt++;
+    this.#reconnectTimer = setTimeout(async () => {
+      if (this.#closed) return;
+      try {
+        await this.#open();
+        this.#attempt = 0;
+        this.#emit({ type: "reconnected" });
+      } catch (error) {
+        if (this.#closed) return;
+        const code = (error as DakgharClientError).code;
+        if (fatalCodes.has(code)) this.#fail(error as Error);
+        else this.#scheduleReconnect();
+      }
+    }, delay);
+  }
+
+  #fail(error: Error): void {
+    this.#failure = error;
+    clearInterval(this.#autoCommitTimer);
+    this.#wakeReader();
+  }
+
+  #wakeReader(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  #emit(event: SubscriptionEvent): void {
+    this.#options.onEvent?.(event);
+  }
+
+  #emitError(error: unknown): void {
+    if (error instanceof DakgharClientError) {
+      this.#emit({ type: "error", error });
+    }
+  }
+}
