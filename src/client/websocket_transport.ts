@@ -21,8 +21,12 @@ export interface WebSocketLike {
   onmessage: ((event: { data: unknown }) => void) | null;
 }
 
-/** A WebSocket class: the global one, or `ws`'s default export on Node. */
-export type WebSocketConstructor = new (url: string) => WebSocketLike;
+/**
+ * A WebSocket class: the global one, or `ws`'s default export on Node. Typed
+ * loosely so that both fit as they are; its instances must behave as
+ * {@linkcode WebSocketLike}.
+ */
+export type WebSocketConstructor = new (url: string) => object;
 
 /** A frame: a map with an `op` field (docs/protocol.md). */
 export type Frame = Record<string, unknown> & { op: string };
@@ -74,7 +78,9 @@ export class WebSocketTransport {
     return new Promise((resolve, reject) => {
       let socket: WebSocketLike;
       try {
-        socket = new WebSocketImpl(url);
+        socket = new (WebSocketImpl as new (url: string) => WebSocketLike)(
+          url,
+        );
       } catch (error) {
         reject(
           new DakgharClientError("network_error", `Cannot open ${url}`, {

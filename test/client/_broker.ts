@@ -16,7 +16,7 @@ import { silentLogger } from "../../src/logger.ts";
 /** The WebSocket class for this runtime. */
 export const WebSocketImpl: WebSocketConstructor = "Deno" in globalThis
   ? (globalThis as unknown as { WebSocket: WebSocketConstructor }).WebSocket
-  : (await import("ws")).default as unknown as WebSocketConstructor;
+  : (await import("ws")).default;
 
 /** A running broker, its data directory and a client for it. */
 export interface Fixture {
