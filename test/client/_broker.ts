@@ -96,3 +96,22 @@ export function offsetsByPartition(
   }
   return map;
 }
+
+/** Every socket a {@linkcode trackedWebSocket} class opened, in order. */
+export interface TrackedSockets {
+  WebSocket: WebSocketConstructor;
+  opened: { close(): void }[];
+}
+
+/** A WebSocket class that remembers its sockets, so tests can drop them. */
+export function trackedWebSocket(): TrackedSockets {
+  const opened: { close(): void }[] = [];
+  const Base = WebSocketImpl as new (url: string) => { close(): void };
+  class Tracked extends Base {
+    constructor(url: string) {
+      super(url);
+      opened.push(this);
+    }
+  }
+  return { WebSocket: Tracked, opened };
+}

@@ -2,7 +2,7 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { DakgharClient } from "../../src/client/client.ts";
 import { DakgharClientError } from "../../src/client/errors.ts";
-import { WebSocketImpl, withBroker } from "./_broker.ts";
+import { trackedWebSocket, WebSocketImpl, withBroker } from "./_broker.ts";
 
 const test = suite("DakgharClient");
 
@@ -108,6 +108,31 @@ test("publishBatch() over the WebSocket sends batches and JSON records", async (
     assert.equal(read.records[2].json(), { n: 3 });
     assert.equal(read.records[2].headers, { h: "v" });
     assert.is(read.records[3].text(), "d");
+  });
+});
+
+test("publish() over the WebSocket opens a new socket after one drops", async () => {
+  await withBroker(async ({ client, running }) => {
+    await client.createTopic("orders");
+    const sockets = trackedWebSocket();
+    const producer = new DakgharClient({
+      url: running.url,
+      WebSocket: sockets.WebSocket,
+    });
+    await producer.connect();
+    assert.equal(await producer.publish("orders", { value: "a" }), {
+      partition: 0,
+      offset: 0,
+    });
+    sockets.opened[0].close();
+    // Give the close a moment to land, so the next publish sees it.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(await producer.publish("orders", { value: "b" }), {
+      partition: 0,
+      offset: 1,
+    });
+    assert.is(sockets.opened.length, 2);
+    await producer.close();
   });
 });
 

@@ -2,10 +2,12 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import type { OutgoingRecord } from "../../src/client/records.ts";
 import type { SubscriptionEvent } from "../../src/client/subscription.ts";
+import { DakgharClient } from "../../src/client/client.ts";
 import {
   offsetsByPartition,
   startTestBroker,
   take,
+  trackedWebSocket,
   withBroker,
 } from "./_broker.ts";
 
@@ -197,6 +199,46 @@ test("seekGroup() moves a live member back, and its commits keep the seek", asyn
       10,
     );
     await subscription.close();
+  });
+});
+
+test("subscribe() in a group rejoins as the same member after its socket drops", async () => {
+  await withBroker(async ({ client, running }) => {
+    await client.createTopic("orders", { partitions: 2 });
+    await client.publishBatch("orders", numbered(0, 100));
+    const sockets = trackedWebSocket();
+    const consumer = new DakgharClient({
+      url: running.url,
+      WebSocket: sockets.WebSocket,
+    });
+    const events: string[] = [];
+    const subscription = await consumer.subscribe({
+      topic: "orders",
+      group: "email",
+      from: "earliest",
+      bufferSize: 8,
+      autoCommit: false,
+      reconnect: { initialDelayMs: 10, maxDelayMs: 50 },
+      onEvent: (event) => events.push(event.type),
+    });
+    const memberId = subscription.memberId;
+    assert.type(memberId, "string");
+    const before = await take(subscription, 30);
+    await before[before.length - 1].commit();
+
+    // The broker holds a dropped member's partitions for its session
+    // timeout (45 s): only the same member id gets them back at once.
+    sockets.opened[0].close();
+    await client.publishBatch("orders", numbered(100, 50));
+    const after = await take(subscription, 120);
+    const all = [...before, ...after];
+    assert.is(all.length, 150);
+    assertContiguous(offsetsByPartition(all));
+    assert.ok(events.includes("reconnected"), events.join());
+    assert.is(subscription.memberId, memberId);
+    const group = await client.describeGroup("email");
+    assert.equal(group.members.map((m) => m.id), [memberId]);
+    await consumer.close();
   });
 });
 
