@@ -17,7 +17,11 @@
  * skipped that was not yielded before.
  */
 import { DakgharClientError } from "./errors.ts";
-import { ConsumedRecord, recordsFromBatches } from "./records.ts";
+import {
+  ConsumedRecord,
+  type RecordPosition,
+  recordsFromBatches,
+} from "./records.ts";
 import type { Frame, WebSocketTransport } from "./websocket_transport.ts";
 
 /** Where a subscription without a group starts; groups take the first two. */
@@ -318,6 +322,44 @@ export class Subscription implements AsyncIterableIterator<Message> {
   }
 
   /**
+   * Moves the group's committed offsets on this topic (see
+   * {@linkcode DakgharClient.seekGroup}); owned partitions then continue from
+   * the new offsets, announced by `seeked` events.
+   * @param partitions default: all of the topic's partitions
+   * @throws {DakgharClientError} `bad_request` without a group,
+   *   `unknown_partition`, `connection_closed`
+   */
+  async seek(
+    to: SubscribeFrom,
+    partitions?: number[],
+  ): Promise<{ generation: number; partitions: RecordPosition[] }> {
+    if (this.group === undefined) {
+      throw new DakgharClientError("bad_request", "Only groups can be sought");
+    }
+    const transport = this.#transport;
+    if (!transport) {
+      throw new DakgharClientError(
+        "connection_closed",
+        "Cannot seek while disconnected",
+      );
+    }
+    const moved = await transport.request(
+      {
+        op: "seek",
+        group: this.group,
+        topic: this.topic,
+        to,
+        ...(partitions === undefined ? {} : { partitions }),
+      },
+      "msgpack",
+    );
+    return {
+      generation: moved.generation as number,
+      partitions: moved.partitions as RecordPosition[],
+    };
+  }
+
+  /**
    * Stops receiving: commits what was yielded (with auto-commit on), leaves
    * the group and ends the iteration.
    */
@@ -494,9 +536,11 @@ export class Subscription implements AsyncIterableIterator<Message> {
       this.#fetchGenerations.set(partition, generation);
       this.#committed.set(partition, offset);
       const position = this.#positions.get(partition);
+      // A position this member yielded past the group's commit stays, and is
+      // committed under the new generation: the old one is refused now.
+      this.#generations.set(partition, generation);
       if (position === undefined || position <= offset) {
         this.#positions.set(partition, offset);
-        this.#generations.set(partition, generation);
         this.#skipBelow.delete(partition);
       } else this.#skipBelow.set(partition, position);
     }

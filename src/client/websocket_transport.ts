@@ -44,6 +44,7 @@ const replyOps = new Set([
   "committed",
   "unsubscribed",
   "pong",
+  "moved",
 ]);
 
 interface Pending {

@@ -2,7 +2,17 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { DakgharClient } from "../../src/client/client.ts";
 import { DakgharClientError } from "../../src/client/errors.ts";
-import { trackedWebSocket, WebSocketImpl, withBroker } from "./_broker.ts";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { silentLogger } from "../../src/logger.ts";
+import { startBroker } from "../../src/server.ts";
+import {
+  take,
+  trackedWebSocket,
+  WebSocketImpl,
+  withBroker,
+} from "./_broker.ts";
 
 const test = suite("DakgharClient");
 
@@ -228,6 +238,44 @@ test("DakgharClientError carries the broker's code over HTTP and WebSocket", asy
     assert.is((await rejection(offline.listTopics())).code, "network_error");
     assert.ok(running.port > 0);
   });
+});
+
+test("DakgharClient with a token passes the broker's auth", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "dakghar-client-"));
+  const running = await startBroker({
+    dataDir,
+    port: 0,
+    token: "secret",
+    logger: silentLogger,
+  });
+  const client = new DakgharClient({
+    url: running.url,
+    token: "secret",
+    WebSocket: WebSocketImpl,
+  });
+  try {
+    await client.createTopic("orders");
+    await client.connect();
+    await client.publish("orders", { value: "a" });
+    const subscription = await client.subscribe({
+      topic: "orders",
+      from: "earliest",
+    });
+    const [message] = await take(subscription, 1);
+    assert.is(message.text(), "a");
+
+    const stranger = new DakgharClient({
+      url: running.url,
+      WebSocket: WebSocketImpl,
+    });
+    const denied = await rejection(stranger.listTopics());
+    assert.is(denied.code, "unauthorized");
+    assert.is(denied.status, 401);
+  } finally {
+    await client.close();
+    await running.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 });
 
 test.run();

@@ -163,7 +163,7 @@ test("subscribe() without a group reads from an offset", async () => {
   });
 });
 
-test("seekGroup() moves a live member back, and its commits keep the seek", async () => {
+test("seekGroup() and seek() move a live member back; its commits keep the seek", async () => {
   await withBroker(async ({ client }) => {
     await client.createTopic("orders", { partitions: 1 });
     await client.publishBatch("orders", numbered(0, 20));
@@ -198,6 +198,11 @@ test("seekGroup() moves a live member back, and its commits keep the seek", asyn
       (await client.describeGroup("audit")).partitions[0].committedOffset,
       10,
     );
+
+    const rewound = await subscription.seek("earliest");
+    assert.equal(rewound.partitions, [{ partition: 0, offset: 0 }]);
+    const replay = await take(subscription, 20);
+    assert.equal(replay.map((m) => m.offset), numbered(0, 20).map((_, i) => i));
     await subscription.close();
   });
 });
