@@ -22,6 +22,8 @@ export interface BrokerServerOptions {
   autoCreateTopics?: boolean;
   /** Most partitions across all topics (default 256): one worker thread each. */
   maxPartitions?: number;
+  /** How long a disconnected group member keeps its partitions (default 45 s). */
+  sessionTimeoutMs?: number;
   /** Settings for topics created without them. */
   topicDefaults?: Partial<TopicConfig>;
   /** Largest request body in bytes (default 64 MiB). */
@@ -72,6 +74,7 @@ export async function startBroker(
     logger: log,
     autoCreateTopics: options.autoCreateTopics,
     maxPartitions: options.maxPartitions,
+    sessionTimeoutMs: options.sessionTimeoutMs,
     topicDefaults: options.topicDefaults,
   });
 

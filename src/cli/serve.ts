@@ -26,6 +26,9 @@ Options (environment variable in brackets):
   --data-dir <path>      where topics and groups are stored [DAKGHAR_DATA_DIR] (./data)
   --auto-create-topics   create a topic on its first publish [DAKGHAR_AUTO_CREATE_TOPICS]
   --max-partitions <n>   most partitions across all topics [DAKGHAR_MAX_PARTITIONS] (256)
+  --session-timeout-ms <n>
+                         how long a disconnected group member keeps its
+                         partitions [DAKGHAR_SESSION_TIMEOUT_MS] (45000)
   --token <secret>       require "Authorization: Bearer <secret>" [DAKGHAR_TOKEN]
   --log-level <level>    trace, debug, info, warn or error [DAKGHAR_LOG_LEVEL] (info)
   -h, --help             show this text
@@ -38,6 +41,7 @@ interface ServeSettings {
   dataDir: string;
   autoCreateTopics: boolean;
   maxPartitions: number;
+  sessionTimeoutMs: number;
   token: string | undefined;
   logLevel: LogLevel;
 }
@@ -52,6 +56,7 @@ function parseSettings(args: string[]): ServeSettings | "help" {
       "data-dir": { type: "string" },
       "auto-create-topics": { type: "boolean" },
       "max-partitions": { type: "string" },
+      "session-timeout-ms": { type: "string" },
       token: { type: "string" },
       "log-level": { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -63,19 +68,23 @@ function parseSettings(args: string[]): ServeSettings | "help" {
   }
 
   const env = (name: string) => runtime.env(`DAKGHAR_${name}`) || undefined;
-  const portText = values.port ?? env("PORT") ?? "8080";
-  const port = /^\d+$/.test(portText) ? Number(portText) : NaN;
-  if (!(port >= 0 && port <= 65535)) {
-    throw new RangeError(`Cannot parse port: ${portText}`);
-  }
-  const maxPartitionsText = values["max-partitions"] ??
-    env("MAX_PARTITIONS") ?? String(defaultMaxPartitions);
-  const maxPartitions = /^\d+$/.test(maxPartitionsText)
-    ? Number(maxPartitionsText)
-    : NaN;
-  if (!(maxPartitions >= 1)) {
-    throw new RangeError(`Cannot parse max partitions: ${maxPartitionsText}`);
-  }
+  const port = parseWholeNumber(
+    values.port ?? env("PORT") ?? "8080",
+    "port",
+    0,
+    65535,
+  );
+  const maxPartitions = parseWholeNumber(
+    values["max-partitions"] ?? env("MAX_PARTITIONS") ??
+      String(defaultMaxPartitions),
+    "max partitions",
+    1,
+  );
+  const sessionTimeoutMs = parseWholeNumber(
+    values["session-timeout-ms"] ?? env("SESSION_TIMEOUT_MS") ?? "45000",
+    "session timeout",
+    0,
+  );
   const autoCreate = env("AUTO_CREATE_TOPICS");
   return {
     port,
@@ -85,9 +94,24 @@ function parseSettings(args: string[]): ServeSettings | "help" {
       (autoCreate !== undefined && autoCreate !== "0" &&
         autoCreate !== "false"),
     maxPartitions,
+    sessionTimeoutMs,
     token: values.token ?? env("TOKEN"),
     logLevel: parseLogLevel(values["log-level"] ?? env("LOG_LEVEL") ?? "info"),
   };
+}
+
+/** Parses a whole number in [min, max]; throws RangeError naming `what`. */
+function parseWholeNumber(
+  text: string,
+  what: string,
+  min: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
+  const value = /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!(value >= min && value <= max)) {
+    throw new RangeError(`Cannot parse ${what}: ${text}`);
+  }
+  return value;
 }
 
 /**
@@ -141,6 +165,7 @@ export async function runServe(args: string[]): Promise<void> {
       token: settings.token,
       autoCreateTopics: settings.autoCreateTopics,
       maxPartitions: settings.maxPartitions,
+      sessionTimeoutMs: settings.sessionTimeoutMs,
       logger: log,
       runtime,
     });
