@@ -233,6 +233,7 @@ export class DakgharClient {
     const subscription = new Subscription(options, () => this.#openSocket());
     await subscription.start();
     this.#subscriptions.add(subscription);
+    subscription.onClose = () => this.#subscriptions.delete(subscription);
     return subscription;
   }
 

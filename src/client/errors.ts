@@ -4,7 +4,7 @@
  * docs/protocol.md) or one of the client's own for failures that never
  * reached the broker.
  */
-import type { ErrorCode } from "../errors.ts";
+import { type ErrorCode, errorStatus } from "../errors.ts";
 
 /** Codes the client raises itself, for failures without a broker answer. */
 export type ClientErrorCode =
@@ -35,7 +35,10 @@ export type ClientErrorCode =
 export class DakgharClientError extends Error {
   /** The broker's error code, or a {@linkcode ClientErrorCode}. */
   readonly code: ErrorCode | ClientErrorCode;
-  /** HTTP status of the answer; undefined for WebSocket and network errors. */
+  /**
+   * HTTP status of the answer, or for a WebSocket error the status its code
+   * maps to; undefined for the client's own codes.
+   */
   readonly status: number | undefined;
   /** The rest of the broker's error body (`field`, `partition`, …). */
   readonly context: Record<string, unknown>;
@@ -66,9 +69,14 @@ export function errorFromBody(
     & Record<string, unknown>
     & { code?: unknown; message?: unknown };
   const { code, message, ...context } = data;
+  const known = typeof code === "string" && Object.hasOwn(errorStatus, code);
   return new DakgharClientError(
     typeof code === "string" ? code as ErrorCode : "invalid_response",
     typeof message === "string" ? message : `Broker answered ${status}`,
-    { status, context },
+    {
+      // WebSocket errors carry no status: the code's HTTP status stands in.
+      status: status ?? (known ? errorStatus[code as ErrorCode] : undefined),
+      context,
+    },
   );
 }

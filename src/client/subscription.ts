@@ -152,6 +152,8 @@ export class Subscription implements AsyncIterableIterator<Message> {
   readonly topic: string;
   readonly group: string | undefined;
   readonly bufferSize: number;
+  /** Called once the subscription is closed (the client forgets it then). */
+  onClose: () => void = () => {};
 
   readonly #options: SubscribeOptions;
   readonly #connect: () => Promise<WebSocketTransport>;
@@ -387,6 +389,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
     }
     transport?.close();
     this.#wakeReader();
+    this.onClose();
   }
 
   /** Connects and subscribes, from the positions known so far. */

@@ -223,7 +223,7 @@ test("DakgharClientError carries the broker's code over HTTP and WebSocket", asy
       client.subscribe({ topic: "nope", group: "g" }),
     );
     assert.is(subscribe.code, "unknown_topic");
-    assert.is(subscribe.status, undefined);
+    assert.is(subscribe.status, 404);
 
     await client.connect();
     const viaSocket = await rejection(
