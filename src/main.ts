@@ -11,8 +11,14 @@
  * error, 3 unknown topic, partition or group.
  */
 import process from "node:process";
-import { exitCodes, globalUsage, UsageError } from "./cli/_args.ts";
-import { BrokerError, notFoundCodes } from "./cli/_broker_api.ts";
+import {
+  describeClientError,
+  exitCodes,
+  globalUsage,
+  notFoundCodes,
+  UsageError,
+} from "./cli/_args.ts";
+import { DakgharClientError } from "./client/errors.ts";
 
 const usage = `Usage: dakghar <command> [options]
 
@@ -84,8 +90,8 @@ async function main(args: string[]): Promise<number> {
       );
       return exitCodes.usage;
     }
-    if (error instanceof BrokerError) {
-      console.error(`dakghar ${name}: ${error.code}: ${error.message}`);
+    if (error instanceof DakgharClientError) {
+      console.error(`dakghar ${name}: ${describeClientError(error)}`);
       return notFoundCodes.has(error.code)
         ? exitCodes.notFound
         : exitCodes.failure;

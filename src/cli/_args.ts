@@ -5,6 +5,7 @@
  */
 import process from "node:process";
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import type { DakgharClientError } from "../client/errors.ts";
 
 /**
  * Exit codes of every command:
@@ -20,6 +21,28 @@ export const exitCodes = {
   usage: 2,
   notFound: 3,
 } as const;
+
+/** Error codes that mean "no such thing": the CLI exits 3 for them. */
+export const notFoundCodes: ReadonlySet<string> = new Set([
+  "unknown_topic",
+  "unknown_partition",
+  "unknown_group",
+]);
+
+/**
+ * The `code: message` a failed client call shows on stderr. A broker that
+ * never answered reads `unreachable`, with the system's reason (refused,
+ * unknown host) rather than fetch's bare "fetch failed".
+ *
+ * @param error what the client threw
+ * @returns the text, without the command's prefix
+ */
+export function describeClientError(error: DakgharClientError): string {
+  if (error.code !== "network_error") return `${error.code}: ${error.message}`;
+  const reason = (error.cause as { cause?: { message?: string } } | undefined)
+    ?.cause?.message;
+  return `unreachable: ${error.message}${reason ? ` (${reason})` : ""}`;
+}
 
 /** A command line that does not parse; exits 2 with the command's usage. */
 export class UsageError extends Error {

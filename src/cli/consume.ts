@@ -1,12 +1,22 @@
 /**
- * `dakghar consume <topic>`: subscribes over WebSocket and prints one record
- * a line. In a group it commits each batch once it is written out. It grants
- * credit only as records are written, so a slow pipe slows the broker's
- * sends, and with `--max` it never asks for more records than it prints.
+ * `dakghar consume <topic>`: subscribes with the client and prints one record
+ * a line. In a group it commits each batch once it is written out, under the
+ * generation the records were fetched in. It takes records from the
+ * subscription only as it writes them, so a slow pipe slows the broker's
+ * sends, and with `--max` it buffers no more records than it prints.
  */
-import { Buffer } from "node:buffer";
 import process from "node:process";
+import { DakgharClient } from "../client/client.ts";
+import { DakgharClientError } from "../client/errors.ts";
+import type {
+  Message,
+  Subscription,
+  SubscriptionEvent,
+} from "../client/subscription.ts";
+import type { WebSocketConstructor } from "../client/websocket_transport.ts";
+import { toConsumerRecords } from "../http/json_records.ts";
 import {
+  describeClientError,
   type From,
   globalUsage,
   parseCommand,
@@ -14,12 +24,6 @@ import {
   parseFrom,
   UsageError,
 } from "./_args.ts";
-import {
-  BrokerError,
-  callBroker,
-  type Frame,
-  openSocket,
-} from "./_broker_api.ts";
 import { standardOutput } from "./_output.ts";
 
 /** The help text of `dakghar consume`. */
@@ -41,22 +45,13 @@ Options:
 
 ${globalUsage}`;
 
-/** Credit granted at the start; more is granted as records are written. */
-const CREDIT_WINDOW = 1000;
+/** Most records received and not yet printed. */
+const BUFFER_RECORDS = 1000;
+/** How long leaving waits for commits and for the broker's goodbye. */
+const LEAVE_WAIT_MS = 5_000;
 
-interface ConsumerRecord {
-  offset: number;
-  timestamp: number;
-  key: string | null;
-  value: string | null;
-  headers: Record<string, string | null>;
-  valueEncoding?: string;
-}
-
-interface PartitionStats {
-  partition: number;
-  highWatermark: number;
-}
+/** Fetch errors after which following the topic cannot go on. */
+const fatalFetchCodes = new Set(["unknown_topic", "unknown_partition"]);
 
 /**
  * Runs `dakghar consume …`.
@@ -64,7 +59,8 @@ interface PartitionStats {
  * @param args the arguments after `consume`
  * @returns the exit code
  * @throws {UsageError} for a bad command line
- * @throws {BrokerError} when the broker answers with an error
+ * @throws {DakgharClientError} when the broker answers with an error or the
+ *   connection drops
  */
 export async function runConsume(args: string[]): Promise<number> {
   const { values, positionals, connection } = parseCommand(args, {
@@ -92,6 +88,7 @@ export async function runConsume(args: string[]): Promise<number> {
   const from: From = parseFrom(values.from ?? "earliest", "from");
   const partition = parseCount(values.partition, "partition");
   const max = parseCount(values.max, "max");
+  const noFollow = values["no-follow"] === true;
   const format: "value" | "json" = values.format ?? "value";
   if (format !== "value" && format !== "json") {
     throw new UsageError(`Cannot parse --format: ${format}`);
@@ -104,202 +101,136 @@ export async function runConsume(args: string[]): Promise<number> {
   }
   if (max === 0) return 0;
 
+  const client = new DakgharClient({
+    ...connection,
+    WebSocket: await webSocketClass(),
+  });
   // The log ends now: --no-follow stops there. It also fails fast on an
   // unknown topic with the HTTP error.
-  const description = await callBroker<{ partitions: PartitionStats[] }>(
-    connection,
-    "GET",
-    `/topics/${encodeURIComponent(topic)}`,
-  );
+  const description = await client.describeTopic(topic);
   const endOffsets = new Map(
     description.partitions.map((stats) => [
       stats.partition,
       stats.highWatermark,
     ]),
   );
-  const socket = await openSocket(connection);
 
-  let printed = 0;
-  let credited = Math.min(max ?? CREDIT_WINDOW, CREDIT_WINDOW);
-  let sub: unknown;
-  let nextId = 1;
-  // Requests awaiting their reply (commits, unsubscribe), by id.
-  const replies = new Map<number, (frame: Frame | undefined) => void>();
-  // Where each partition this subscription reads stands, as frames arrive,
-  // and the generation of the `assigned` or `seeked` it came from.
-  const positions = new Map<number, number>();
-  const generations = new Map<number, number>();
-  const commitsInFlight = new Set<Promise<void>>();
+  let stop: (outcome: number | Error) => void = () => {};
+  const stopped = new Promise<number | Error>((resolve) => stop = resolve);
+  // What this subscription reads: the union of its `assigned` minus its
+  // `revoked` (docs/protocol.md). Positions of partitions it lost stay in
+  // the subscription's map and must not hold --no-follow back.
+  const owned = new Set<number>();
   let assignedOnce = false;
-  let stopping = false;
-  let writing: Promise<void> = Promise.resolve();
-
-  let finish: (outcome: number | Error) => void = () => {};
-  const finished = new Promise<number | Error>((resolve) => {
-    finish = resolve;
-  });
-  const caughtUp = () =>
-    assignedOnce &&
-    [...positions].every(([p, offset]) => offset >= (endOffsets.get(p) ?? 0));
-  const maybeFinish = () => {
-    if (max !== undefined && printed >= max) finish(0);
-    else if (values["no-follow"] && caughtUp()) finish(0);
-  };
-  const request = (frame: Record<string, unknown>) => {
-    const id = nextId++;
-    const reply = new Promise<Frame | undefined>((resolve) =>
-      replies.set(id, resolve)
-    );
-    socket.send({ ...frame, id });
-    return reply;
-  };
-  const settle = (id: unknown, frame: Frame | undefined) => {
-    const resolve = replies.get(id as number);
-    replies.delete(id as number);
-    resolve?.(frame);
-  };
-
-  const writeRecords = async (frame: Frame, generation?: number) => {
-    const records = frame.records as ConsumerRecord[];
-    const partitionNumber = frame.partition as number;
-    const take = max === undefined
-      ? records
-      : records.slice(0, Math.max(0, max - printed));
-    if (take.length === 0 || output.isClosed()) return;
-    await output.write(formatRecords(take, partitionNumber, format));
-    if (output.isClosed()) return;
-    printed += take.length;
-    if (group !== undefined) {
-      const committed = request({
-        op: "commit",
-        sub,
-        partition: partitionNumber,
-        offset: take[take.length - 1].offset + 1,
-        ...(generation === undefined ? {} : { generation }),
-      }).then((reply) => {
-        // A commit refused after a rebalance or a seek: those records are
-        // read again, as a group promises at-least-once.
-        if (reply?.op === "error") {
-          process.stderr.write(
-            `dakghar consume: commit failed: ${reply.code}: ${reply.message}\n`,
-          );
-        }
-      });
-      commitsInFlight.add(committed);
-      committed.finally(() => commitsInFlight.delete(committed));
-    }
-    const wanted = max === undefined
-      ? take.length
-      : Math.min(take.length, max - credited);
-    if (wanted > 0 && !stopping) {
-      credited += wanted;
-      socket.send({ op: "credit", sub, records: wanted });
-    }
-    maybeFinish();
-  };
-
-  const onRecords = (frame: Frame) => {
-    if (stopping) return;
-    const partitionNumber = frame.partition as number;
-    const records = frame.records as ConsumerRecord[];
-    const generation = generations.get(partitionNumber);
-    if (positions.has(partitionNumber) && records.length > 0) {
-      positions.set(partitionNumber, records[records.length - 1].offset + 1);
-    }
-    writing = writing.then(() => writeRecords(frame, generation)).catch(
-      finish,
-    );
-    if (values["no-follow"] && caughtUp()) finish(0);
-  };
-  socket.onClose = (code) => {
-    for (const id of [...replies.keys()]) settle(id, undefined);
-    finish(
-      new BrokerError("closed", `The broker closed the connection: ${code}`),
+  // Set once subscribed; events that come before must not read it.
+  let subscription: Subscription | undefined = undefined;
+  const caughtUp = () => {
+    if (!assignedOnce || subscription === undefined) return false;
+    const positions = subscription.positions();
+    return [...owned].every((p) =>
+      (positions.get(p) ?? 0) >= (endOffsets.get(p) ?? 0)
     );
   };
-  socket.onFrame = (frame) => {
-    switch (frame.op) {
-      case "subscribed":
-        sub = frame.sub;
-        return;
+  const onEvent = (event: SubscriptionEvent) => {
+    switch (event.type) {
       case "assigned":
         assignedOnce = true;
-        for (
-          const start of frame.partitions as {
-            partition: number;
-            offset: number;
-          }[]
-        ) {
-          positions.set(start.partition, start.offset);
-          generations.set(start.partition, frame.generation as number);
-        }
-        maybeFinish();
-        return;
+        for (const start of event.partitions) owned.add(start.partition);
+        break;
       case "revoked":
-        for (const p of frame.partitions as number[]) {
-          positions.delete(p);
-          generations.delete(p);
-        }
-        maybeFinish();
-        return;
-      case "seeked":
-      case "reset":
-        positions.set(frame.partition as number, frame.offset as number);
-        if (frame.op === "seeked") {
-          generations.set(
-            frame.partition as number,
-            frame.generation as number,
-          );
-        }
-        maybeFinish();
-        return;
-      case "records":
-        return onRecords(frame);
-      case "committed":
-      case "unsubscribed":
-        return settle(frame.id, frame);
+        for (const p of event.partitions) owned.delete(p);
+        break;
       case "error":
-        return onError(frame);
+        if (fatalFetchCodes.has(event.error.code)) return stop(event.error);
+        process.stderr.write(
+          `dakghar consume: ${describeClientError(event.error)}\n`,
+        );
+        return;
     }
-  };
-  const onError = (frame: Frame) => {
-    const error = new BrokerError(String(frame.code), String(frame.message));
-    if (frame.id === "subscribe") return finish(error);
-    if (frame.id !== undefined) return settle(frame.id, frame);
-    if (frame.code === "unknown_topic" || frame.code === "unknown_partition") {
-      return finish(error);
-    }
-    process.stderr.write(`dakghar consume: ${error.code}: ${error.message}\n`);
+    if (noFollow && caughtUp()) stop(0);
   };
 
-  process.on("SIGINT", () => finish(0));
-  process.on("SIGTERM", () => finish(0));
-  output.closed.then(() => finish(0));
-  socket.send({
-    op: "subscribe",
-    id: "subscribe",
+  process.on("SIGINT", () => stop(0));
+  process.on("SIGTERM", () => stop(0));
+  output.closed.then(() => stop(0));
+  subscription = await client.subscribe({
     topic,
     ...(group === undefined ? {} : { group }),
     from,
     ...(partition === undefined ? {} : { partitions: [partition] }),
-    format: "json",
-    credit: credited,
+    bufferSize: Math.min(max ?? BUFFER_RECORDS, BUFFER_RECORDS),
+    // Commits follow what is written, not what is taken from the iterator.
+    autoCommit: false,
+    // A CLI run that loses its broker says so and exits 1.
+    reconnect: false,
+    onEvent,
   });
+  // `assigned` may have come with the subscription's confirmation.
+  if (noFollow && caughtUp()) stop(0);
 
-  // Stopping: print what arrived, let the commits land, then leave the group
-  // at once; a dropped connection would hold its partitions for the session
-  // timeout.
-  const outcome = await finished;
-  stopping = true;
-  await writing;
-  if (group !== undefined && sub !== undefined) {
-    await withinMs(Promise.all(commitsInFlight), 5_000);
-    await withinMs(request({ op: "unsubscribe", sub }), 5_000);
+  const commitsInFlight = new Set<Promise<void>>();
+  const commit = (message: Message) => {
+    const committed = message.commit().catch((error) => {
+      // A commit refused after a rebalance or a seek: those records are
+      // read again, as a group promises at-least-once.
+      if (!(error instanceof DakgharClientError)) throw error;
+      process.stderr.write(
+        `dakghar consume: commit failed: ${error.code}: ${error.message}\n`,
+      );
+    });
+    commitsInFlight.add(committed);
+    committed.finally(() => commitsInFlight.delete(committed));
+  };
+
+  let outcome: number | Error = 0;
+  const stopSignal = stopped.then((result) => ({ stopped: result }));
+  let printed = 0;
+  try {
+    while (max === undefined || printed < max) {
+      const first = await Promise.race([subscription.next(), stopSignal]);
+      if ("stopped" in first) {
+        outcome = first.stopped;
+        break;
+      }
+      if (first.done) break;
+      // Whatever else has arrived goes out in the same write and commit.
+      const batch = [first.value];
+      const limit = max === undefined ? Infinity : max - printed;
+      while (batch.length < limit && subscription.buffered > 0) {
+        const next = await subscription.next();
+        if (next.done) break;
+        batch.push(next.value);
+      }
+      await output.write(formatRecords(batch, format));
+      if (output.isClosed()) break;
+      printed += batch.length;
+      if (group !== undefined) {
+        const lastPerPartition = new Map<number, Message>();
+        for (const message of batch) {
+          lastPerPartition.set(message.partition, message);
+        }
+        for (const message of lastPerPartition.values()) commit(message);
+      }
+      if (noFollow && caughtUp()) break;
+    }
+  } catch (error) {
+    outcome = error as Error;
   }
-  socket.onClose = () => {};
-  socket.close();
+
+  // Stopping: let the commits land, then leave the group at once; a dropped
+  // connection would hold its partitions for the session timeout.
+  await withinMs(Promise.all(commitsInFlight), LEAVE_WAIT_MS);
+  await withinMs(subscription.close(), LEAVE_WAIT_MS);
   if (outcome instanceof Error) throw outcome;
   return outcome;
+}
+
+/** The global WebSocket on Deno; Node 20 has none, so there `ws`. */
+async function webSocketClass(): Promise<WebSocketConstructor> {
+  const global = (globalThis as { WebSocket?: WebSocketConstructor })
+    .WebSocket;
+  if (global !== undefined) return global;
+  return (await import("ws")).WebSocket as unknown as WebSocketConstructor;
 }
 
 function withinMs(promise: Promise<unknown>, ms: number): Promise<unknown> {
@@ -310,26 +241,36 @@ function withinMs(promise: Promise<unknown>, ms: number): Promise<unknown> {
   ]).finally(() => clearTimeout(timer));
 }
 
-/** One line per record: the value's bytes, or the JSON consumer record. */
+/**
+ * One line per record: the value's bytes, or the consumer JSON record of
+ * docs/protocol.md with its partition, as the broker writes it.
+ */
 function formatRecords(
-  records: ConsumerRecord[],
-  partition: number,
+  messages: Message[],
   format: "value" | "json",
 ): string | Uint8Array {
   if (format === "json") {
-    return records.map((record) =>
-      `${JSON.stringify({ partition, ...record })}\n`
+    const records = toConsumerRecords(messages.map((message) => ({
+      offset: message.offset,
+      timestamp: message.timestamp,
+      key: message.keyBytes,
+      value: message.value,
+      headers: message.headerBytes,
+      // The consumer record has no append time; the batch's is not kept.
+      appendTime: message.timestamp,
+    })));
+    return records.map((record, index) =>
+      `${JSON.stringify({ partition: messages[index].partition, ...record })}\n`
     ).join("");
   }
-  if (records.every((record) => record.valueEncoding !== "base64")) {
-    return records.map((record) => `${record.value ?? ""}\n`).join("");
+  let length = 0;
+  for (const message of messages) length += (message.value?.length ?? 0) + 1;
+  const bytes = new Uint8Array(length);
+  let at = 0;
+  for (const message of messages) {
+    if (message.value !== null) bytes.set(message.value, at);
+    at += (message.value?.length ?? 0) + 1;
+    bytes[at - 1] = 10;
   }
-  return Buffer.concat(records.flatMap((record) => [
-    record.valueEncoding === "base64"
-      ? Buffer.from(record.value ?? "", "base64")
-      : Buffer.from(record.value ?? ""),
-    newline,
-  ]));
+  return bytes;
 }
-
-const newline = new Uint8Array([10]);

@@ -9,7 +9,7 @@ import {
   parseFrom,
   UsageError,
 } from "./_args.ts";
-import { callBroker } from "./_broker_api.ts";
+import { DakgharClient } from "../client/client.ts";
 import { standardOutput } from "./_output.ts";
 
 /** The help text of `dakghar groups`. */
@@ -29,7 +29,8 @@ ${globalUsage}`;
  * @param args the arguments after `groups`
  * @returns the exit code
  * @throws {UsageError} for a bad command line
- * @throws {BrokerError} when the broker answers with an error
+ * @throws {DakgharClientError} when the broker answers with an error or
+ *   cannot be reached
  */
 export async function runGroups(args: string[]): Promise<number> {
   const { values, positionals, connection } = parseCommand(args, {
@@ -44,28 +45,21 @@ export async function runGroups(args: string[]): Promise<number> {
     return 0;
   }
   const [subcommand, ...rest] = positionals;
+  const client = new DakgharClient(connection);
   switch (subcommand) {
     case "list": {
       expectPositionals(rest, []);
-      const answer = await callBroker<{ groups: { name: string }[] }>(
-        connection,
-        "GET",
-        "/groups",
-      );
+      const groups = await client.listGroups();
       await output.write(
         values.json
-          ? `${JSON.stringify(answer)}\n`
-          : answer.groups.map((group) => `${group.name}\n`).join(""),
+          ? `${JSON.stringify({ groups })}\n`
+          : groups.map((group) => `${group.name}\n`).join(""),
       );
       return 0;
     }
     case "describe": {
       expectPositionals(rest, ["group name"]);
-      const answer = await callBroker(
-        connection,
-        "GET",
-        `/groups/${encodeURIComponent(rest[0])}`,
-      );
+      const answer = await client.describeGroup(rest[0]);
       await output.write(`${JSON.stringify(answer, null, 2)}\n`);
       return 0;
     }
@@ -77,11 +71,11 @@ export async function runGroups(args: string[]): Promise<number> {
       const partitions = (values.partition as string[] | undefined)?.map(
         (text) => parseCount(text, "partition")!,
       );
-      const answer = await callBroker(
-        connection,
-        "POST",
-        `/groups/${encodeURIComponent(rest[0])}/seek`,
-        { topic: values.topic, to, ...(partitions ? { partitions } : {}) },
+      const answer = await client.seekGroup(
+        rest[0],
+        values.topic,
+        to,
+        partitions,
       );
       await output.write(`${JSON.stringify(answer, null, 2)}\n`);
       return 0;

@@ -4,10 +4,13 @@
  * records, or whatever arrived within 50 ms, one request at a time so that
  * records keep their order.
  */
-import { Buffer } from "node:buffer";
 import process from "node:process";
+import { DakgharClient } from "../client/client.ts";
+import { errorFromBody } from "../client/errors.ts";
+import type { OutgoingRecord } from "../client/records.ts";
+import { DakgharError } from "../errors.ts";
+import { parseProducerRecord } from "../http/json_records.ts";
 import { globalUsage, parseCommand, parseCount, UsageError } from "./_args.ts";
-import { callBroker } from "./_broker_api.ts";
 import { standardOutput } from "./_output.ts";
 
 /** The help text of `dakghar produce`. */
@@ -31,6 +34,7 @@ const BATCH_RECORDS_MAX = 500;
 /** How long a record read from stdin waits for more before it is sent. */
 const BATCH_LINGER_MS = 50;
 
+/** A producer JSON record as written on a `--json` line (docs/protocol.md). */
 type ProducerRecord = Record<string, unknown>;
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
@@ -41,7 +45,8 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
  * @param args the arguments after `produce`
  * @returns the exit code
  * @throws {UsageError} for a bad command line or a bad JSON record
- * @throws {BrokerError} when the broker answers with an error
+ * @throws {DakgharClientError} when the broker answers with an error or
+ *   cannot be reached, or a `--json` record is malformed
  */
 export async function runProduce(args: string[]): Promise<number> {
   const { values, positionals, connection } = parseCommand(args, {
@@ -72,25 +77,26 @@ export async function runProduce(args: string[]): Promise<number> {
       ? {}
       : { partition: parseCount(values.partition, "partition") }),
   };
-  const toRecord = (line: Uint8Array, lineNumber: number): ProducerRecord => {
+  const toRecord = (line: Uint8Array, lineNumber: number): OutgoingRecord => {
     if (values.json) {
-      return { ...defaults, ...parseJsonRecord(line, lineNumber) };
+      return toOutgoingRecord(
+        { ...defaults, ...parseJsonRecord(line, lineNumber) },
+        lineNumber,
+      );
     }
+    let value: string | Uint8Array;
     try {
-      return { ...defaults, value: utf8.decode(line) };
+      value = utf8.decode(line);
     } catch {
-      // Not UTF-8: send the exact bytes.
-      return {
-        ...defaults,
-        value: Buffer.from(line).toString("base64"),
-        valueEncoding: "base64",
-      };
+      // Not UTF-8: the client sends the exact bytes, as base64.
+      value = line.slice();
     }
+    return { ...defaults, value } as OutgoingRecord;
   };
 
-  const path = `/topics/${encodeURIComponent(topic)}/records`;
-  const publish = (records: ProducerRecord[]) =>
-    callBroker(connection, "POST", path, { records });
+  const client = new DakgharClient(connection);
+  const publish = (records: OutgoingRecord[]) =>
+    client.publishBatch(topic, records, { via: "http" });
 
   if (argumentValues.length > 0) {
     const encoder = new TextEncoder();
@@ -124,12 +130,40 @@ function parseJsonRecord(line: Uint8Array, lineNumber: number) {
   return record as ProducerRecord;
 }
 
+/**
+ * The client's record for a producer JSON record, read with the broker's own
+ * parser so that `keyEncoding` and `valueEncoding` mean what they mean over
+ * HTTP. A malformed record fails as the broker would have refused it.
+ */
+function toOutgoingRecord(
+  json: ProducerRecord,
+  lineNumber: number,
+): OutgoingRecord {
+  let parsed;
+  try {
+    parsed = parseProducerRecord(json, `line ${lineNumber}: `, {}, 0);
+  } catch (error) {
+    if (!(error instanceof DakgharError)) throw error;
+    throw errorFromBody(error.toJSON().error);
+  }
+  return {
+    key: parsed.key,
+    value: parsed.value,
+    ...(json.headers === undefined
+      ? {}
+      : { headers: json.headers as Record<string, string | null> }),
+    ...(parsed.partition === undefined ? {} : { partition: parsed.partition }),
+    // Without one the broker stamps the record, as it does over HTTP.
+    ...(json.timestamp === undefined ? {} : { timestamp: parsed.timestamp }),
+  };
+}
+
 /** Reads stdin line by line and publishes the lines in batches. */
 async function publishLines(
-  toRecord: (line: Uint8Array, lineNumber: number) => ProducerRecord,
-  publish: (records: ProducerRecord[]) => Promise<unknown>,
+  toRecord: (line: Uint8Array, lineNumber: number) => OutgoingRecord,
+  publish: (records: OutgoingRecord[]) => Promise<unknown>,
 ): Promise<void> {
-  let batch: ProducerRecord[] = [];
+  let batch: OutgoingRecord[] = [];
   let lineNumber = 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let sending: Promise<unknown> = Promise.resolve();

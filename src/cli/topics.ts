@@ -9,7 +9,7 @@ import {
   parseInteger,
   UsageError,
 } from "./_args.ts";
-import { callBroker } from "./_broker_api.ts";
+import { DakgharClient } from "../client/client.ts";
 import { standardOutput } from "./_output.ts";
 
 /** The help text of `dakghar topics`. */
@@ -26,17 +26,14 @@ export const topicsUsage = `Usage:
 
 ${globalUsage}`;
 
-interface TopicSummary {
-  name: string;
-}
-
 /**
  * Runs `dakghar topics <subcommand> …`.
  *
  * @param args the arguments after `topics`
  * @returns the exit code
  * @throws {UsageError} for a bad command line
- * @throws {BrokerError} when the broker answers with an error
+ * @throws {DakgharClientError} when the broker answers with an error or
+ *   cannot be reached
  */
 export async function runTopics(args: string[]): Promise<number> {
   const { values, positionals, connection } = parseCommand(args, {
@@ -53,6 +50,7 @@ export async function runTopics(args: string[]): Promise<number> {
     return 0;
   }
   const [subcommand, ...rest] = positionals;
+  const client = new DakgharClient(connection);
   switch (subcommand) {
     case "create": {
       expectPositionals(rest, ["topic name"]);
@@ -73,45 +71,33 @@ export async function runTopics(args: string[]): Promise<number> {
         ),
         flush,
       };
-      await callBroker(connection, "POST", "/topics", {
-        name: rest[0],
-        ...Object.fromEntries(
+      await client.createTopic(
+        rest[0],
+        Object.fromEntries(
           Object.entries(settings).filter(([, value]) => value !== undefined),
         ),
-      });
+      );
       return 0;
     }
     case "list": {
       expectPositionals(rest, []);
-      const answer = await callBroker<{ topics: TopicSummary[] }>(
-        connection,
-        "GET",
-        "/topics",
-      );
+      const topics = await client.listTopics();
       await output.write(
         values.json
-          ? `${JSON.stringify(answer)}\n`
-          : answer.topics.map((topic) => `${topic.name}\n`).join(""),
+          ? `${JSON.stringify({ topics })}\n`
+          : topics.map((topic) => `${topic.name}\n`).join(""),
       );
       return 0;
     }
     case "describe": {
       expectPositionals(rest, ["topic name"]);
-      const answer = await callBroker(
-        connection,
-        "GET",
-        `/topics/${encodeURIComponent(rest[0])}`,
-      );
+      const answer = await client.describeTopic(rest[0]);
       await output.write(`${JSON.stringify(answer, null, 2)}\n`);
       return 0;
     }
     case "delete": {
       expectPositionals(rest, ["topic name"]);
-      await callBroker(
-        connection,
-        "DELETE",
-        `/topics/${encodeURIComponent(rest[0])}`,
-      );
+      await client.deleteTopic(rest[0]);
       return 0;
     }
     case undefined:
