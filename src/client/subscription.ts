@@ -537,7 +537,10 @@ export class Subscription implements AsyncIterableIterator<Message> {
     for (const { partition, offset } of partitions) {
       this.#owned.add(partition);
       this.#fetchGenerations.set(partition, generation);
-      this.#committed.set(partition, offset);
+      // Counted as not yet committed: a start from "latest" exists only in
+      // this assignment, and a group that loses its member before any commit
+      // forgets it. The next auto-commit pins it, as a Kafka consumer's does.
+      this.#committed.set(partition, offset - 1);
       const position = this.#positions.get(partition);
       // A position this member yielded past the group's commit stays, and is
       // committed under the new generation: the old one is refused now.

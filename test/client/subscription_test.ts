@@ -288,4 +288,25 @@ for (const grouped of [true, false]) {
   });
 }
 
+test("subscribe() from latest in a group commits its start, so records published after it are kept", async () => {
+  await withBroker(async ({ client }) => {
+    await client.createTopic("orders", { partitions: 1 });
+    await client.publishBatch("orders", numbered(0, 5));
+    const subscription = await client.subscribe({
+      topic: "orders",
+      group: "late",
+      from: "latest",
+      autoCommitIntervalMs: 20,
+    });
+    let committed: number | null | undefined;
+    for (let i = 0; i < 200 && committed !== 5; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      committed = (await client.describeGroup("late")).partitions[0]
+        ?.committedOffset;
+    }
+    assert.is(committed, 5);
+    await subscription.close();
+  });
+});
+
 test.run();
