@@ -13,7 +13,9 @@ export type ClientErrorCode =
   /** `fetch` or the WebSocket could not reach the broker. */
   | "network_error"
   /** The broker answered something the client cannot read. */
-  | "invalid_response";
+  | "invalid_response"
+  /** A value the client cannot send, e.g. one JSON cannot encode. */
+  | "invalid_argument";
 
 /**
  * A failure with a machine-readable code.

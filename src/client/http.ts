@@ -189,12 +189,22 @@ export class HttpApi {
     if (this.#token !== undefined) {
       headers.authorization = `Bearer ${this.#token}`;
     }
+    let text: string | undefined;
+    try {
+      text = body === undefined ? undefined : JSON.stringify(body);
+    } catch (error) {
+      throw new DakgharClientError(
+        "invalid_argument",
+        `Cannot encode the request as JSON: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
     let response: Response;
     try {
       response = await this.#fetch(`${this.#baseUrl}${path}`, {
         method,
         headers,
-        body: body === undefined ? undefined : JSON.stringify(body),
+        body: text,
       });
     } catch (error) {
       throw new DakgharClientError(

@@ -278,4 +278,12 @@ test("DakgharClient with a token passes the broker's auth", async () => {
   }
 });
 
+test("publish() of a value JSON cannot encode fails with invalid_argument", async () => {
+  await withBroker(async ({ client }) => {
+    await client.createTopic("orders");
+    const error = await rejection(client.publish("orders", { value: 1n }));
+    assert.is(error.code, "invalid_argument");
+  });
+});
+
 test.run();
