@@ -14,6 +14,9 @@ import { encodeBatch } from "../log/record_batch.ts";
 import { DakgharClientError } from "./errors.ts";
 import {
   HttpApi,
+  type JoinOptions,
+  type MemberFetchOptions,
+  type MemberFetchResult,
   type PartitionReadResult,
   type ReadOptions,
   type SeekResult,
@@ -21,6 +24,7 @@ import {
   type TopicDetails,
 } from "./http.ts";
 import {
+  type ConsumedRecord,
   type OutgoingRecord,
   type RecordPosition,
   toBatchRecord,
@@ -215,6 +219,28 @@ export class DakgharClient {
   }
 
   /**
+   * Joins a consumer group over HTTP alone, for code that cannot hold a
+   * socket (edge functions): the member lives while it fetches, commits or
+   * heartbeats within its session timeout. With `memberId` it takes that
+   * member over, keeping its partitions.
+   * @throws {DakgharClientError} `unknown_topic`, `malformed_body`
+   */
+  async joinGroup(group: string, options: JoinOptions): Promise<GroupMember> {
+    const joined = await this.#http.joinMember(group, options);
+    const member = new GroupMember(
+      this.#http,
+      group,
+      joined.topic,
+      joined.memberId,
+    );
+    member.generation = joined.generation;
+    member.assignment = joined.partitions;
+    member.sessionTimeoutMs = joined.sessionTimeoutMs;
+    member.heartbeatMs = joined.heartbeatMs;
+    return member;
+  }
+
+  /**
    * Opens a WebSocket for publishing: later publishes go over it. A dropped
    * connection is opened again by the next publish.
    * @throws {DakgharClientError} `network_error`
@@ -281,6 +307,100 @@ export class DakgharClient {
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     if (this.#token !== undefined) url.searchParams.set("token", this.#token);
     return WebSocketTransport.open(url.href, this.#WebSocket);
+  }
+}
+
+/**
+ * A consumer group member over HTTP, from {@linkcode DakgharClient.joinGroup}.
+ * The broker keeps its assignment and fetch positions between requests; a
+ * member it has not heard from within `sessionTimeoutMs` is gone (calls fail
+ * with `not_found`: join again, with the same `memberId` to resume).
+ *
+ * @example
+ * ```ts
+ * const member = await client.joinGroup("billing", { topic: "orders" });
+ * const { records } = await member.fetch({ maxRecords: 50, maxWaitMs: 10_000 });
+ * for (const record of records) console.log(record.json());
+ * await member.commit(records);
+ * await member.leave();
+ * ```
+ */
+export class GroupMember {
+  /** Generation of the latest fetch, join or heartbeat. */
+  generation = 0;
+  /** Partitions owned as last heard, with the next offset each fetch reads. */
+  assignment: { partition: number; offset: number }[] = [];
+  /** The member is gone when not heard from for this long. */
+  sessionTimeoutMs = 0;
+  /** Heartbeat this often while not fetching. */
+  heartbeatMs = 0;
+
+  /** @internal Use {@linkcode DakgharClient.joinGroup}. */
+  constructor(
+    readonly http: HttpApi,
+    readonly group: string,
+    readonly topic: string,
+    readonly memberId: string,
+  ) {}
+
+  /**
+   * Returns records from the owned partitions, waiting up to `maxWaitMs`
+   * when there are none; the next fetch continues after them. Counts as a
+   * heartbeat.
+   * @throws {DakgharClientError} `not_found`
+   */
+  async fetch(options: MemberFetchOptions = {}): Promise<MemberFetchResult> {
+    const result = await this.http.fetchMember(
+      this.group,
+      this.memberId,
+      this.topic,
+      options,
+    );
+    this.generation = result.generation;
+    this.assignment = result.assignment;
+    return result;
+  }
+
+  /**
+   * Commits records as processed (per partition, past the highest offset
+   * given), or explicit next offsets, under the generation of the latest
+   * fetch unless `generation` is given.
+   * @throws {DakgharClientError} `stale_generation`, `not_assigned`, `not_found`
+   */
+  async commit(
+    processed: ConsumedRecord[] | { partition: number; offset: number }[],
+    generation: number = this.generation,
+  ): Promise<void> {
+    const next = new Map<number, number>();
+    for (const item of processed) {
+      const offset = "value" in item ? item.offset + 1 : item.offset;
+      next.set(item.partition, Math.max(next.get(item.partition) ?? 0, offset));
+    }
+    if (next.size === 0) return;
+    await this.http.commitMember(
+      this.group,
+      this.memberId,
+      [...next].map(([partition, offset]) => ({ partition, offset })),
+      generation,
+    );
+  }
+
+  /**
+   * Keeps the member alive while it does not fetch.
+   * @throws {DakgharClientError} `not_found`
+   */
+  async heartbeat(): Promise<void> {
+    const answer = await this.http.heartbeatMember(this.group, this.memberId);
+    this.generation = answer.generation;
+    this.assignment = answer.assignment;
+  }
+
+  /**
+   * Leaves the group at once; its partitions move to the others.
+   * @throws {DakgharClientError} `not_found`
+   */
+  leave(): Promise<void> {
+    return this.http.leaveMember(this.group, this.memberId);
   }
 }
 

@@ -11,7 +11,7 @@ import type {
 } from "../broker.ts";
 import { DakgharClientError, errorFromBody } from "./errors.ts";
 import {
-  type ConsumedRecord,
+  ConsumedRecord,
   type OutgoingRecord,
   type RecordPosition,
   recordsFromBatches,
@@ -57,6 +57,87 @@ export interface PartitionReadResult {
   nextOffset: number;
   highWatermark: number;
   logStartOffset: number;
+}
+
+/** Options for {@linkcode DakgharClient.joinGroup}. */
+export interface JoinOptions {
+  topic: string;
+  /** Where partitions the group never committed start (default "latest"). */
+  from?: "earliest" | "latest";
+  /** Resume as this member (e.g. stored by an earlier invocation). */
+  memberId?: string;
+  /** A session timeout shorter than the broker's, at least 100 ms. */
+  sessionTimeoutMs?: number;
+}
+
+/** What joining a group over HTTP answers. */
+export interface MemberJoined {
+  memberId: string;
+  generation: number;
+  topic: string;
+  /** Partitions owned, each with the offset the next fetch reads from. */
+  partitions: { partition: number; offset: number }[];
+  /** The member leaves when not heard from for this long. */
+  sessionTimeoutMs: number;
+  /** Heartbeat this often while not fetching. */
+  heartbeatMs: number;
+}
+
+/** Options for {@linkcode GroupMember.fetch}. */
+export interface MemberFetchOptions {
+  /** Most records returned (default 100, at most 10 000). */
+  maxRecords?: number;
+  /** How long to wait when there are none (default 0, at most 30 s). */
+  maxWaitMs?: number;
+}
+
+/** What a member fetch returns. */
+export interface MemberFetchResult {
+  /** Commit these records under this generation. */
+  generation: number;
+  records: ConsumedRecord[];
+  /** Partitions owned now, each with the offset the next fetch reads from. */
+  assignment: { partition: number; offset: number }[];
+}
+
+interface Base64Record {
+  partition: number;
+  offset: number;
+  timestamp: number;
+  key: string | null;
+  value: string | null;
+  headers: Record<string, string | null>;
+}
+
+function fromBase64(text: string | null): Uint8Array | null {
+  if (text === null) return null;
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+
+function fromBase64Record(topic: string, record: Base64Record): ConsumedRecord {
+  return new ConsumedRecord(
+    topic,
+    record.partition,
+    record.offset,
+    record.timestamp,
+    fromBase64(record.key),
+    fromBase64(record.value),
+    Object.entries(record.headers).map(([name, value]) => [
+      name,
+      fromBase64(value),
+    ]),
+  );
+}
+
+function groupPath(group: string): string {
+  return `/groups/${encodeURIComponent(group)}`;
+}
+
+function memberPath(group: string, memberId: string): string {
+  return `${groupPath(group)}/members/${encodeURIComponent(memberId)}`;
 }
 
 /** Calls the broker's HTTP routes; every failure is a DakgharClientError. */
@@ -123,6 +204,58 @@ export class HttpApi {
       to,
       ...(partitions === undefined ? {} : { partitions }),
     });
+  }
+
+  /** Joins a group as an HTTP member. */
+  joinMember(group: string, options: JoinOptions): Promise<MemberJoined> {
+    return this.#json("POST", `${groupPath(group)}/members`, options);
+  }
+
+  /** Long-polls a member's partitions; records come as base64 to keep their bytes. */
+  async fetchMember(
+    group: string,
+    memberId: string,
+    topic: string,
+    options: MemberFetchOptions = {},
+  ): Promise<MemberFetchResult> {
+    const body = await this.#json<{
+      generation: number;
+      records: Base64Record[];
+      assignment: { partition: number; offset: number }[];
+    }>("POST", `${memberPath(group, memberId)}/fetch`, {
+      ...options,
+      encoding: "base64",
+    });
+    return {
+      generation: body.generation,
+      records: body.records.map((record) => fromBase64Record(topic, record)),
+      assignment: body.assignment,
+    };
+  }
+
+  commitMember(
+    group: string,
+    memberId: string,
+    offsets: { partition: number; offset: number }[],
+    generation?: number,
+  ): Promise<{ generation: number }> {
+    return this.#json("POST", `${memberPath(group, memberId)}/commit`, {
+      offsets,
+      ...(generation === undefined ? {} : { generation }),
+    });
+  }
+
+  heartbeatMember(
+    group: string,
+    memberId: string,
+  ): Promise<
+    { generation: number; assignment: { partition: number; offset: number }[] }
+  > {
+    return this.#json("POST", `${memberPath(group, memberId)}/heartbeat`);
+  }
+
+  async leaveMember(group: string, memberId: string): Promise<void> {
+    await this.#request("DELETE", memberPath(group, memberId));
   }
 
   /** Reads raw record batches and decodes them, keeping the exact bytes. */

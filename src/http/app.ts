@@ -9,7 +9,13 @@ import { bearerAuth } from "hono/bearer-auth";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
 import { validator } from "hono/validator";
-import type { Broker, SeekTarget, TopicConfig } from "../broker.ts";
+import type {
+  Broker,
+  PartitionAssignment,
+  SeekTarget,
+  StartPosition,
+  TopicConfig,
+} from "../broker.ts";
 import { DakgharError } from "../errors.ts";
 import {
   decodeBatches,
@@ -19,6 +25,7 @@ import {
 import type { Logger } from "../logger.ts";
 import type { UpgradeWebSocket } from "../runtime/types.ts";
 import { createErrorHandler, notFound } from "./errors.ts";
+import { HttpMembers } from "./http_members.ts";
 import {
   parseKeyEncoding,
   parseProducerBody,
@@ -48,6 +55,10 @@ export interface AppOptions {
   webSocketFor?: (app: Hono) => UpgradeWebSocket;
   /** Tuning for WebSocket sessions. */
   webSocket?: Partial<WebSocketOptions>;
+  /** How long an HTTP group member lives unheard (default 45 s). */
+  sessionTimeoutMs?: number;
+  /** How often an idle HTTP group member is told to heartbeat (default 5 s). */
+  heartbeatMs?: number;
 }
 
 const MiB = 1024 * 1024;
@@ -237,6 +248,57 @@ export function createApp(broker: Broker, options: AppOptions): Hono {
     );
   });
 
+  const members = new HttpMembers(broker, {
+    sessionTimeoutMs: options.sessionTimeoutMs ?? 45_000,
+    heartbeatMs: options.heartbeatMs ?? 5_000,
+    maxWaitMsMax,
+    fetchBytesMax: readBytesMax,
+  }, log);
+
+  app.post("/groups/:group/members", limitBody, async (c) => {
+    const body = parseMemberJoin(await readJson(c));
+    return c.json(
+      await members.join(
+        c.req.param("group"),
+        body.topic,
+        body.from,
+        body.memberId,
+        body.sessionTimeoutMs,
+      ),
+      201,
+    );
+  });
+
+  app.post("/groups/:group/members/:member/fetch", limitBody, async (c) => {
+    const body = parseMemberFetch(await readJsonOrEmpty(c));
+    return c.json(
+      await members.fetch(c.req.param("group"), c.req.param("member"), body),
+    );
+  });
+
+  app.post("/groups/:group/members/:member/commit", limitBody, async (c) => {
+    const { offsets, generation } = parseMemberCommit(await readJson(c));
+    return c.json(
+      await members.commit(
+        c.req.param("group"),
+        c.req.param("member"),
+        offsets,
+        generation,
+      ),
+    );
+  });
+
+  app.post(
+    "/groups/:group/members/:member/heartbeat",
+    (c) =>
+      c.json(members.heartbeat(c.req.param("group"), c.req.param("member"))),
+  );
+
+  app.delete("/groups/:group/members/:member", (c) => {
+    members.leave(c.req.param("group"), c.req.param("member"));
+    return c.body(null, 204);
+  });
+
   if (upgradeWebSocket) {
     app.get(
       "/ws",
@@ -291,6 +353,122 @@ async function readJson(c: Context): Promise<unknown> {
       { field: "body" },
     );
   }
+}
+
+/** A body that may be empty, as `{}`. */
+async function readJsonOrEmpty(c: Context): Promise<unknown> {
+  const text = await c.req.text();
+  if (text.trim() === "") return {};
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw new DakgharError(
+      "malformed_body",
+      `body: invalid JSON: ${(error as Error).message}`,
+      { field: "body" },
+    );
+  }
+}
+
+function malformedField(field: string, message: string): DakgharError {
+  return new DakgharError("malformed_body", `${field}: ${message}`, { field });
+}
+
+function bodyObject(body: unknown): Record<string, unknown> {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw malformedField("body", "expected an object");
+  }
+  return body as Record<string, unknown>;
+}
+
+function optionalWhole(
+  value: unknown,
+  field: string,
+): number | undefined {
+  if (value === undefined) return undefined;
+  if (
+    typeof value !== "number" || !Number.isSafeInteger(value) || value < 0
+  ) {
+    throw malformedField(field, "expected an integer ≥ 0");
+  }
+  return value;
+}
+
+const memberIdPattern = /^[A-Za-z0-9._:-]{1,200}$/;
+
+/** Checks a `POST /groups/:group/members` body. */
+function parseMemberJoin(body: unknown): {
+  topic: string;
+  from: StartPosition;
+  memberId?: string;
+  sessionTimeoutMs?: number;
+} {
+  const { topic, from, memberId, sessionTimeoutMs } = bodyObject(body);
+  if (typeof topic !== "string" || topic === "") {
+    throw malformedField("topic", "expected a non-empty string");
+  }
+  if (from !== undefined && from !== "earliest" && from !== "latest") {
+    throw malformedField("from", 'expected "earliest" or "latest"');
+  }
+  if (
+    memberId !== undefined &&
+    (typeof memberId !== "string" || !memberIdPattern.test(memberId))
+  ) {
+    throw malformedField(
+      "memberId",
+      "expected 1 to 200 of A-Z a-z 0-9 . _ : -",
+    );
+  }
+  return {
+    topic,
+    from: from ?? "latest",
+    memberId,
+    sessionTimeoutMs: optionalWhole(sessionTimeoutMs, "sessionTimeoutMs"),
+  };
+}
+
+/** Checks a member fetch body; every field may be left out. */
+function parseMemberFetch(
+  body: unknown,
+): { maxRecords: number; maxWaitMs: number; encoding: ReadEncoding } {
+  const { maxRecords, maxWaitMs, encoding } = bodyObject(body);
+  if (
+    encoding !== undefined && encoding !== "utf8" && encoding !== "base64"
+  ) {
+    throw malformedField("encoding", 'expected "utf8" or "base64"');
+  }
+  return {
+    maxRecords: optionalWhole(maxRecords, "maxRecords") ?? 100,
+    maxWaitMs: optionalWhole(maxWaitMs, "maxWaitMs") ?? 0,
+    encoding: encoding ?? "utf8",
+  };
+}
+
+/** Checks a member commit body. */
+function parseMemberCommit(
+  body: unknown,
+): { offsets: PartitionAssignment[]; generation?: number } {
+  const { offsets, generation } = bodyObject(body);
+  if (!Array.isArray(offsets)) {
+    throw malformedField("offsets", "expected an array");
+  }
+  const parsed = offsets.map((entry, index) => {
+    const { partition, offset } = bodyObject(entry);
+    return {
+      partition: optionalWhole(partition, `offsets[${index}].partition`) ??
+        (() => {
+          throw malformedField(`offsets[${index}].partition`, "required");
+        })(),
+      offset: optionalWhole(offset, `offsets[${index}].offset`) ??
+        (() => {
+          throw malformedField(`offsets[${index}].offset`, "required");
+        })(),
+    };
+  });
+  return {
+    offsets: parsed,
+    generation: optionalWhole(generation, "generation"),
+  };
 }
 
 /** Checks a `POST /groups/:group/seek` body. */
