@@ -86,6 +86,7 @@ export async function startBroker(
       maxBodyBytes: options.maxBodyBytes,
       corsOrigin: options.corsOrigin,
       webSocketFor: runtime.webSocketFor,
+      sessionTimeoutMs: options.sessionTimeoutMs,
     });
     server = await runtime.serve(app, {
       hostname,

@@ -15,10 +15,15 @@ export {
   createClient,
   DakgharClient,
   type DakgharClientOptions,
+  GroupMember,
   type PublishOptions,
 } from "./client.ts";
 export { type ClientErrorCode, DakgharClientError } from "./errors.ts";
 export type {
+  JoinOptions,
+  MemberFetchOptions,
+  MemberFetchResult,
+  MemberJoined,
   PartitionReadResult,
   ReadOptions,
   SeekResult,
