@@ -12,8 +12,11 @@
  *   curl -X POST localhost:8000 -d '{"customer":"c-42","total":12.5}'
  *   curl localhost:8000                       # consumes what was published
  */
-import type { GroupMember } from "../src/client/client.ts";
-import { createClient, DakgharClientError } from "../src/client/mod.ts";
+import {
+  createClient,
+  DakgharClientError,
+  type GroupMember,
+} from "../src/client/mod.ts";
 
 const client = createClient({
   url: (globalThis as { DAKGHAR_URL?: string }).DAKGHAR_URL ??
