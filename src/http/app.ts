@@ -33,6 +33,7 @@ import {
   type ReadEncoding,
   toConsumerRecords,
 } from "./json_records.ts";
+import { createStaticRoutes } from "./static.ts";
 import { createWebSocketRoute, type WebSocketOptions } from "./websocket.ts";
 
 /** Media type of pre-framed record batches, in requests and responses. */
@@ -108,6 +109,8 @@ export function createApp(broker: Broker, options: AppOptions): Hono {
   });
 
   app.get("/health", (c) => c.json({ status: "ok" }));
+
+  app.route("/", createStaticRoutes());
 
   app.get("/topics", (c) => c.json({ topics: broker.listTopics() }));
 
