@@ -346,22 +346,16 @@ async function sameToken(given: string, expected: string): Promise<boolean> {
 }
 
 async function readJson(c: Context): Promise<unknown> {
-  const text = await c.req.text();
-  try {
-    return JSON.parse(text);
-  } catch (error) {
-    throw new DakgharError(
-      "malformed_body",
-      `body: invalid JSON: ${(error as Error).message}`,
-      { field: "body" },
-    );
-  }
+  return parseJson(await c.req.text());
 }
 
 /** A body that may be empty, as `{}`. */
 async function readJsonOrEmpty(c: Context): Promise<unknown> {
   const text = await c.req.text();
-  if (text.trim() === "") return {};
+  return text.trim() === "" ? {} : parseJson(text);
+}
+
+function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch (error) {
