@@ -142,8 +142,12 @@ const PAGE = `<!doctype html>
     document.getElementById("publish").onsubmit = async (event) => {
       event.preventDefault();
       const input = document.getElementById("value");
-      await client.publish(topic, { value: input.value });
-      input.value = "";
+      try {
+        await client.publish(topic, { value: input.value });
+        input.value = "";
+      } catch (error) {
+        status.textContent = "publish failed: " + (error.code ?? error.message);
+      }
     };
 
     try {
