@@ -41,6 +41,9 @@ export interface HttpMemberOptions {
 /** Shortest session timeout a member may ask for. */
 export const sessionTimeoutMsMin = 100;
 
+/** Pause before a failed or cut-short long-poll read is tried again. */
+const retryMs = 100;
+
 /** Most records one fetch returns. */
 export const fetchRecordsMax = 10_000;
 
@@ -90,6 +93,8 @@ class HttpMember {
   #current: AbortController | undefined;
   /** Partition to read first next time, so none starves. */
   #next = 0;
+  /** Counts revocations, so a waiting fetch returns when partitions go. */
+  #revocations = 0;
 
   constructor(
     readonly group: string,
@@ -111,6 +116,7 @@ class HttpMember {
       },
       onRevocation({ partitions }) {
         for (const partition of partitions) member.positions.delete(partition);
+        member.#revocations++;
         member.#wake();
       },
       onSeek({ generation, partition, offset }) {
@@ -183,11 +189,13 @@ class HttpMember {
     cancel: AbortSignal,
   ): Promise<HttpFetchResult> {
     const deadline = Date.now() + options.maxWaitMs;
+    const revocations = this.#revocations;
     for (;;) {
       const records = await this.#readAvailable(broker, options);
       const left = deadline - Date.now();
       if (
-        records.length > 0 || left <= 0 || cancel.aborted || this.expired
+        records.length > 0 || left <= 0 || cancel.aborted || this.expired ||
+        this.#revocations !== revocations
       ) {
         return {
           generation: this.generation,
@@ -292,33 +300,36 @@ class HttpMember {
     changed.addEventListener("abort", stop);
     cancel.addEventListener("abort", stop);
     const timer = setTimeout(stop, ms);
+    let retry: ReturnType<typeof setTimeout> | undefined;
+    // A read that fails or ends early (its partition closing, the topic
+    // being deleted) reads again after a pause: retrying at once would spin
+    // without yielding to the event loop, stalling the whole broker.
+    const retryLater = () => {
+      retry ??= setTimeout(stop, Math.min(retryMs, ms));
+    };
     try {
-      const waits = [...this.positions].map(async ([partition, offset]) => {
-        try {
-          const result = await broker.read(this.topic, partition, offset, {
-            maxBytes: 1,
-            maxWaitMs: ms,
-            signal: done.signal,
-          });
+      for (const [partition, offset] of this.positions) {
+        broker.read(this.topic, partition, offset, {
+          maxBytes: 1,
+          maxWaitMs: ms,
+          signal: done.signal,
+        }).then((result) => {
           if (result.bytes.length > 0) stop();
-        } catch {
-          stop(); // the next read reports or repairs it
-        }
-      });
-      if (waits.length === 0) {
+          else retryLater();
+        }, (error) => {
+          // A position out of the log is repaired by the next read.
+          if (errorToData(error).code === "offset_out_of_range") stop();
+          else retryLater();
+        });
+      }
+      if (!done.signal.aborted) {
         await new Promise((resolve) =>
           done.signal.addEventListener("abort", resolve)
         );
-      } else {
-        await Promise.race([
-          Promise.all(waits),
-          new Promise((resolve) =>
-            done.signal.addEventListener("abort", resolve)
-          ),
-        ]);
       }
     } finally {
       clearTimeout(timer);
+      clearTimeout(retry);
       done.abort();
       changed.removeEventListener("abort", stop);
       cancel.removeEventListener("abort", stop);

@@ -306,4 +306,28 @@ test("POST /groups/:group/members/:member/commit refuses a stale generation and 
   });
 });
 
+test("DELETE /topics/:topic ends a member's waiting fetch at once", async () => {
+  await withBroker(2, async (fixture) => {
+    const joined = await fixture.call("POST", "/groups/billing/members", {
+      topic: "orders",
+    });
+    const member = `/groups/billing/members/${joined.body.memberId}`;
+    const waiting = fixture.call("POST", `${member}/fetch`, {
+      maxWaitMs: 30_000,
+    });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const deleted = await fixture.call("DELETE", "/topics/orders");
+    assert.is(deleted.status, 204);
+    // The delete revoked the partitions: the fetch returns without them,
+    // long before its 30 s poll would end.
+    const ended = await waiting;
+    assert.equal(ended.body.records ?? [], []);
+    assert.equal(ended.body.assignment ?? [], []);
+    const created = await fixture.call("POST", "/topics", {
+      name: "invoices",
+    });
+    assert.is(created.status, 201, JSON.stringify(created.body));
+  });
+});
+
 test.run();
