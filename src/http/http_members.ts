@@ -102,6 +102,8 @@ class HttpMember {
     readonly id: string,
     readonly owner: HttpMembers,
     readonly sessionTimeoutMs: number,
+    /** When the member's topic was created: a topic of that name made later is another topic. */
+    readonly topicCreatedAt: number | undefined,
   ) {
     // deno-lint-ignore no-this-alias
     const member = this;
@@ -372,7 +374,14 @@ export class HttpMembers {
       Math.max(sessionTimeoutMs ?? Infinity, sessionTimeoutMsMin),
       this.options.sessionTimeoutMs,
     );
-    const member = new HttpMember(group, topic, id, this, timeout);
+    const member = new HttpMember(
+      group,
+      topic,
+      id,
+      this,
+      timeout,
+      this.#topicCreatedAt(topic),
+    );
     await this.broker.joinGroup(group, topic, member.handle, from);
     const previous = this.#members.get(key);
     if (previous !== undefined) previous.stop();
@@ -399,16 +408,19 @@ export class HttpMembers {
     options: HttpFetchOptions,
   ): Promise<HttpFetchResult> {
     const member = this.#get(group, memberId);
-    return member.busy(() =>
-      member.fetch(this.broker, {
+    return member.busy(async () => {
+      const result = await member.fetch(this.broker, {
         ...options,
         maxRecords: Math.min(Math.max(options.maxRecords, 1), fetchRecordsMax),
         maxWaitMs: Math.min(
           Math.max(options.maxWaitMs, 0),
           this.options.maxWaitMsMax,
         ),
-      })
-    );
+      });
+      // Removed while the fetch waited (its topic deleted): join again.
+      this.#get(group, memberId);
+      return result;
+    });
   }
 
   /**
@@ -492,14 +504,37 @@ export class HttpMembers {
 
   #get(group: string, memberId: string): HttpMember {
     const member = this.#members.get(memberKey(group, memberId));
+    if (member !== undefined && !member.expired && this.#removed(member)) {
+      this.#drop(member);
+    }
     if (member === undefined || member.expired) {
       throw new DakgharError(
         "not_found",
-        `Member not found: ${memberId} in group ${group} (it left or its session timed out; join again)`,
+        `Member not found: ${memberId} in group ${group} (it left, its session timed out or its topic was deleted; join again)`,
         { group, member: memberId },
       );
     }
     return member;
+  }
+
+  /**
+   * True when the group no longer has the member although it never left:
+   * the router removes the members of a deleted topic, and the group with
+   * them when nothing else is left in it, without telling an HTTP member
+   * that owned no partition.
+   */
+  #removed(member: HttpMember): boolean {
+    if (this.#topicCreatedAt(member.topic) !== member.topicCreatedAt) {
+      return true;
+    }
+    const summary = this.broker.listGroups().find((g) =>
+      g.name === member.group
+    );
+    return summary === undefined || summary.members === 0;
+  }
+
+  #topicCreatedAt(topic: string): number | undefined {
+    return this.broker.listTopics().find((t) => t.name === topic)?.createdAt;
   }
 }
 

@@ -318,15 +318,50 @@ test("DELETE /topics/:topic ends a member's waiting fetch at once", async () => 
     await new Promise((resolve) => setTimeout(resolve, 100));
     const deleted = await fixture.call("DELETE", "/topics/orders");
     assert.is(deleted.status, 204);
-    // The delete revoked the partitions: the fetch returns without them,
-    // long before its 30 s poll would end.
+    // The delete removed the member: the fetch ends long before its 30 s
+    // poll would, telling the member to join again.
     const ended = await waiting;
-    assert.equal(ended.body.records ?? [], []);
-    assert.equal(ended.body.assignment ?? [], []);
+    assert.is(ended.status, 404, JSON.stringify(ended.body));
+    assert.is(ended.body.error.code, "not_found");
     const created = await fixture.call("POST", "/topics", {
       name: "invoices",
     });
     assert.is(created.status, 201, JSON.stringify(created.body));
+  });
+});
+
+test("POST /groups/:group/members/:member/fetch, heartbeat and commit answer not_found after the topic is deleted", async () => {
+  await withBroker(1, async (fixture) => {
+    const members: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const joined = await fixture.call("POST", "/groups/billing/members", {
+        topic: "orders",
+      });
+      assert.is(joined.status, 201);
+      members.push(`/groups/billing/members/${joined.body.memberId}`);
+    }
+    const deleted = await fixture.call("DELETE", "/topics/orders");
+    assert.is(deleted.status, 204);
+    // A topic of the same name is another topic: the members stay gone,
+    // the one that owned the partition and the one that owned nothing.
+    await fixture.running.broker.createTopic("orders", { partitions: 1 });
+    for (const member of members) {
+      for (
+        const [path, body] of [
+          ["fetch", { maxWaitMs: 0 }],
+          ["heartbeat", undefined],
+          ["commit", { offsets: [{ partition: 0, offset: 0 }] }],
+        ] as const
+      ) {
+        const answer = await fixture.call("POST", `${member}/${path}`, body);
+        assert.is(
+          answer.status,
+          404,
+          `${path}: ${JSON.stringify(answer.body)}`,
+        );
+        assert.is(answer.body.error.code, "not_found");
+      }
+    }
   });
 });
 
