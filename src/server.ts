@@ -78,6 +78,8 @@ export async function startBroker(
     topicDefaults: options.topicDefaults,
   });
 
+  // Ends the HTTP long-polls that would otherwise hold the shutdown.
+  const shutdown = new AbortController();
   let server;
   try {
     const app = createApp(broker, {
@@ -87,6 +89,7 @@ export async function startBroker(
       corsOrigin: options.corsOrigin,
       webSocketFor: runtime.webSocketFor,
       sessionTimeoutMs: options.sessionTimeoutMs,
+      shutdown: shutdown.signal,
     });
     server = await runtime.serve(app, {
       hostname,
@@ -108,6 +111,7 @@ export async function startBroker(
     }:${port}`,
     stop() {
       stopping ??= (async () => {
+        shutdown.abort();
         await server.close();
         await broker.close();
       })();

@@ -60,6 +60,11 @@ export interface AppOptions {
   sessionTimeoutMs?: number;
   /** How often an idle HTTP group member is told to heartbeat (default 5 s). */
   heartbeatMs?: number;
+  /**
+   * Aborted when the broker starts to stop: waiting HTTP member fetches
+   * answer `503 shutting_down` at once instead of holding the shutdown.
+   */
+  shutdown?: AbortSignal;
 }
 
 const MiB = 1024 * 1024;
@@ -257,6 +262,10 @@ export function createApp(broker: Broker, options: AppOptions): Hono {
     maxWaitMsMax,
     fetchBytesMax: readBytesMax,
   }, log);
+  if (options.shutdown?.aborted) members.close();
+  options.shutdown?.addEventListener("abort", () => members.close(), {
+    once: true,
+  });
 
   app.post("/groups/:group/members", limitBody, async (c) => {
     const body = parseMemberJoin(await readJson(c));

@@ -345,6 +345,7 @@ class HttpMember {
  */
 export class HttpMembers {
   readonly #members = new Map<string, HttpMember>();
+  #closed = false;
 
   constructor(
     readonly broker: Broker,
@@ -359,7 +360,7 @@ export class HttpMembers {
    * Kafka consumer does. Resolves once the partitions free to hand out are
    * assigned.
    *
-   * @throws UnknownTopicError, DakgharError bad_request
+   * @throws UnknownTopicError, DakgharError bad_request, shutting_down
    */
   async join(
     group: string,
@@ -368,6 +369,7 @@ export class HttpMembers {
     memberId?: string,
     sessionTimeoutMs?: number,
   ): Promise<HttpJoinResult> {
+    this.#checkOpen();
     const id = memberId ?? `http-${nanoid(12)}`;
     const key = memberKey(group, id);
     const timeout = Math.min(
@@ -383,6 +385,7 @@ export class HttpMembers {
       this.#topicCreatedAt(topic),
     );
     await this.broker.joinGroup(group, topic, member.handle, from);
+    this.#checkOpen();
     const previous = this.#members.get(key);
     if (previous !== undefined) previous.stop();
     this.#members.set(key, member);
@@ -400,7 +403,8 @@ export class HttpMembers {
   /**
    * Long-polls the member's partitions; counts as a heartbeat.
    *
-   * @throws DakgharError not_found for an unknown or expired member
+   * @throws DakgharError not_found for an unknown or expired member,
+   *   shutting_down once {@linkcode HttpMembers.close} was called
    */
   fetch(
     group: string,
@@ -417,7 +421,8 @@ export class HttpMembers {
           this.options.maxWaitMsMax,
         ),
       });
-      // Removed while the fetch waited (its topic deleted): join again.
+      // Removed while the fetch waited (its topic deleted, or the broker
+      // stopping): join again.
       this.#get(group, memberId);
       return result;
     });
@@ -427,7 +432,7 @@ export class HttpMembers {
    * Commits offsets (each the next offset to consume) under `generation`,
    * the member's current one when absent; counts as a heartbeat.
    *
-   * @throws DakgharError not_found, stale_generation, not_assigned
+   * @throws DakgharError not_found, stale_generation, not_assigned, shutting_down
    */
   commit(
     group: string,
@@ -459,7 +464,7 @@ export class HttpMembers {
   /**
    * Keeps the member alive and tells it its assignment.
    *
-   * @throws DakgharError not_found
+   * @throws DakgharError not_found, shutting_down
    */
   heartbeat(
     group: string,
@@ -473,7 +478,7 @@ export class HttpMembers {
   /**
    * Leaves at once; the partitions move to the others.
    *
-   * @throws DakgharError not_found
+   * @throws DakgharError not_found, shutting_down
    */
   leave(group: string, memberId: string): void {
     const member = this.#get(group, memberId);
@@ -496,6 +501,17 @@ export class HttpMembers {
     }
   }
 
+  /**
+   * The broker is stopping: waiting fetches end at once and answer, like
+   * every later call, `shutting_down`. Members stay in their groups, which
+   * the broker's own close takes care of.
+   */
+  close(): void {
+    this.#closed = true;
+    for (const member of this.#members.values()) member.stop();
+    this.#members.clear();
+  }
+
   #drop(member: HttpMember): void {
     member.stop();
     const key = memberKey(member.group, member.id);
@@ -503,6 +519,7 @@ export class HttpMembers {
   }
 
   #get(group: string, memberId: string): HttpMember {
+    this.#checkOpen();
     const member = this.#members.get(memberKey(group, memberId));
     if (member !== undefined && !member.expired && this.#removed(member)) {
       this.#drop(member);
@@ -515,6 +532,12 @@ export class HttpMembers {
       );
     }
     return member;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) {
+      throw new DakgharError("shutting_down", "The broker is shutting down");
+    }
   }
 
   /**

@@ -24,6 +24,9 @@ const webSockets = new WeakMap<Hono, NodeWebSocket>();
  */
 const HEARTBEAT_MS = 30_000;
 
+/** How long close() lets requests in flight finish before cutting them. */
+const closeGraceMs = 1_000;
+
 /**
  * Returns the WebSocket upgrade helper for `app`.
  *
@@ -110,6 +113,17 @@ function closeServer(
       // server open.
       setTimeout(() => socket.terminate(), 1000).unref();
     }
-    server.closeAllConnections();
+    // Requests in flight get a moment to be answered (the broker ends its
+    // long-polls as it stops); a keep-alive connection is closed once its
+    // answer went out, and connections still busy after the grace are cut.
+    server.closeIdleConnections();
+    const idle = setInterval(() => server.closeIdleConnections(), 10);
+    const cut = setTimeout(() => server.closeAllConnections(), closeGraceMs);
+    idle.unref();
+    cut.unref();
+    server.once("close", () => {
+      clearInterval(idle);
+      clearTimeout(cut);
+    });
   });
 }

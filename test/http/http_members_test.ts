@@ -365,4 +365,38 @@ test("POST /groups/:group/members/:member/fetch, heartbeat and commit answer not
   });
 });
 
+test("RunningBroker.stop answers a waiting member fetch with shutting_down", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "dakghar-http-members-"));
+  const running = await startBroker({
+    dataDir,
+    port: 0,
+    logger: silentLogger,
+  });
+  try {
+    await running.broker.createTopic("orders", { partitions: 1 });
+    const joined = await fetch(`${running.url}/groups/billing/members`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ topic: "orders" }),
+    }).then((response) => response.json());
+    const waiting = fetch(
+      `${running.url}/groups/billing/members/${joined.memberId}/fetch`,
+      {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ maxWaitMs: 30_000 }),
+      },
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await running.stop();
+    // Answered, not cut off, and not after its 30 s poll.
+    const response = await waiting;
+    assert.is(response.status, 503);
+    assert.is((await response.json()).error.code, "shutting_down");
+  } finally {
+    await running.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
 test.run();
