@@ -390,12 +390,13 @@ function bodyObject(body: unknown): Record<string, unknown> {
 function optionalWhole(
   value: unknown,
   field: string,
+  min = 0,
 ): number | undefined {
   if (value === undefined) return undefined;
   if (
-    typeof value !== "number" || !Number.isSafeInteger(value) || value < 0
+    typeof value !== "number" || !Number.isSafeInteger(value) || value < min
   ) {
-    throw malformedField(field, "expected an integer ≥ 0");
+    throw malformedField(field, `expected an integer ≥ ${min}`);
   }
   return value;
 }
@@ -444,7 +445,8 @@ function parseMemberFetch(
     throw malformedField("encoding", 'expected "utf8" or "base64"');
   }
   return {
-    maxRecords: optionalWhole(maxRecords, "maxRecords") ?? 100,
+    // As in the read route: a fetch of no records would still consume one.
+    maxRecords: optionalWhole(maxRecords, "maxRecords", 1) ?? 100,
     maxWaitMs: optionalWhole(maxWaitMs, "maxWaitMs") ?? 0,
     encoding: encoding ?? "utf8",
   };

@@ -403,7 +403,8 @@ export class HttpMembers {
   /**
    * Long-polls the member's partitions; counts as a heartbeat.
    *
-   * @throws DakgharError not_found for an unknown or expired member,
+   * @throws DakgharError bad_request for `maxRecords` below 1, not_found for
+   *   an unknown or expired member,
    *   shutting_down once {@linkcode HttpMembers.close} was called
    */
   fetch(
@@ -411,11 +412,18 @@ export class HttpMembers {
     memberId: string,
     options: HttpFetchOptions,
   ): Promise<HttpFetchResult> {
+    if (!Number.isSafeInteger(options.maxRecords) || options.maxRecords < 1) {
+      throw new DakgharError(
+        "bad_request",
+        `maxRecords: expected an integer ≥ 1, got ${options.maxRecords}`,
+        { field: "maxRecords" },
+      );
+    }
     const member = this.#get(group, memberId);
     return member.busy(async () => {
       const result = await member.fetch(this.broker, {
         ...options,
-        maxRecords: Math.min(Math.max(options.maxRecords, 1), fetchRecordsMax),
+        maxRecords: Math.min(options.maxRecords, fetchRecordsMax),
         maxWaitMs: Math.min(
           Math.max(options.maxWaitMs, 0),
           this.options.maxWaitMsMax,

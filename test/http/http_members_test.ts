@@ -399,4 +399,24 @@ test("RunningBroker.stop answers a waiting member fetch with shutting_down", asy
   }
 });
 
+test("POST /groups/:group/members/:member/fetch refuses maxRecords 0 and consumes nothing", async () => {
+  await withBroker(1, async (fixture) => {
+    await publish(fixture, 0, ["a"]);
+    const joined = await fixture.call("POST", "/groups/billing/members", {
+      topic: "orders",
+      from: "earliest",
+    });
+    const member = `/groups/billing/members/${joined.body.memberId}`;
+    const refused = await fixture.call("POST", `${member}/fetch`, {
+      maxRecords: 0,
+    });
+    assert.is(refused.status, 400, JSON.stringify(refused.body));
+    assert.is(refused.body.error.field, "maxRecords");
+    const fetched = await fixture.call("POST", `${member}/fetch`, {});
+    assert.equal(fetched.body.records.map((r: { value: string }) => r.value), [
+      "a",
+    ]);
+  });
+});
+
 test.run();
