@@ -74,6 +74,13 @@ interface Topic {
   description: TopicDescription;
   partitioner: Partitioner;
   partitions: PartitionClient[];
+  /**
+   * Highest log end offset seen per partition (from its start, appends,
+   * reads and stats), -1 before the first. A log end never goes down, so
+   * every offset a consumer was handed lies at or below it: commits above
+   * it are refused without a round trip to the partition.
+   */
+  logEnds: number[];
 }
 
 /**
@@ -210,6 +217,7 @@ export class RouterActor implements Broker {
       type: "append",
       batches: batch,
     });
+    noteLogEnd(topic, partition, reply.lastOffset + 1);
     return {
       partition,
       baseOffset: reply.baseOffset,
@@ -269,6 +277,7 @@ export class RouterActor implements Broker {
           type: "append",
           batches: batch,
         });
+        noteLogEnd(topic, partition, reply.lastOffset + 1);
         indexes.forEach((recordIndex, i) => {
           positions[recordIndex] = { partition, offset: reply.baseOffset + i };
         });
@@ -297,6 +306,7 @@ export class RouterActor implements Broker {
       maxBytes: options.maxBytes,
       maxWaitMs: options.maxWaitMs,
     }, options.signal);
+    noteLogEnd(topic, partition, reply.logEndOffset);
     return {
       bytes: reply.bytes,
       highWatermark: reply.highWatermark,
@@ -383,6 +393,17 @@ export class RouterActor implements Broker {
     generation: number,
   ): Promise<void> {
     this.#checkOpen();
+    const known = this.#topics.get(topic);
+    const logEnd = known?.logEnds[partition];
+    // Past the log end, the group would skip records not yet written. An
+    // unknown end (the partition not started yet) is not checked.
+    if (logEnd !== undefined && logEnd >= 0 && offset > logEnd) {
+      throw new DakgharError(
+        "offset_out_of_range",
+        `Cannot commit to group ${group}: offset ${offset} is past the log end ${logEnd} of ${topic}/${partition}`,
+        { group, topic, partition, offset, logEndOffset: logEnd },
+      );
+    }
     await this.#groups.commit(
       group,
       topic,
@@ -457,12 +478,18 @@ export class RouterActor implements Broker {
         }),
       );
     }
-    this.#topics.set(description.name, {
+    const topic: Topic = {
       description,
       partitioner: new Partitioner(count),
       partitions,
-    });
-    return Promise.all(partitions.map((p) => p.start()));
+      logEnds: partitions.map(() => -1),
+    };
+    this.#topics.set(description.name, topic);
+    return Promise.all(partitions.map(async (p, partition) => {
+      const stats = await p.start();
+      noteLogEnd(topic, partition, stats.logEndOffset);
+      return stats;
+    }));
   }
 
   #topic(name: string): Topic {
@@ -522,6 +549,9 @@ export class RouterActor implements Broker {
     const replies = await Promise.all(
       topic.partitions.map((p) => p.request({ type: "stats" })),
     );
+    replies.forEach((reply, partition) =>
+      noteLogEnd(topic, partition, reply.stats.logEndOffset)
+    );
     return replies.map((reply) => reply.stats);
   }
 
@@ -529,5 +559,16 @@ export class RouterActor implements Broker {
     if (this.#closing) {
       throw new DakgharError("shutting_down", "Broker is shutting down");
     }
+  }
+}
+
+/** Raises the known log end of a partition; it never goes down. */
+function noteLogEnd(
+  topic: Topic,
+  partition: number,
+  logEndOffset: number,
+): void {
+  if (logEndOffset > topic.logEnds[partition]) {
+    topic.logEnds[partition] = logEndOffset;
   }
 }

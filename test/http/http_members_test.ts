@@ -419,4 +419,42 @@ test("POST /groups/:group/members/:member/fetch refuses maxRecords 0 and consume
   });
 });
 
+test("POST /groups/:group/members/:member/commit refuses an offset past the log end", async () => {
+  await withBroker(1, async (fixture) => {
+    await publish(fixture, 0, ["a"]);
+    const joined = await fixture.call("POST", "/groups/billing/members", {
+      topic: "orders",
+      from: "earliest",
+    });
+    const member = `/groups/billing/members/${joined.body.memberId}`;
+    const past = await fixture.call("POST", `${member}/commit`, {
+      offsets: [{ partition: 0, offset: 999 }],
+    });
+    assert.is(past.status, 416, JSON.stringify(past.body));
+    assert.is(past.body.error.code, "offset_out_of_range");
+    assert.is(past.body.error.logEndOffset, 1);
+    // The broker call WebSocket commits go through refuses it too.
+    try {
+      await fixture.running.broker.commit(
+        "billing",
+        "orders",
+        0,
+        2,
+        joined.body.memberId,
+        joined.body.generation,
+      );
+      assert.unreachable("commit past the log end was accepted");
+    } catch (error) {
+      assert.is((error as { code?: string }).code, "offset_out_of_range");
+    }
+    const atEnd = await fixture.call("POST", `${member}/commit`, {
+      offsets: [{ partition: 0, offset: 1 }],
+    });
+    assert.is(atEnd.status, 200, JSON.stringify(atEnd.body));
+    const group = await fixture.call("GET", "/groups/billing");
+    assert.equal(group.body.partitions[0].committedOffset, 1);
+    assert.equal(group.body.partitions[0].lag, 0);
+  });
+});
+
 test.run();
