@@ -209,9 +209,12 @@ class PartitionActor {
     const now = Date.now();
     const result = log.append(batches, now);
     // A roll may have closed a segment that retention can now delete.
-    const segments = log.stats().segments;
-    if (segments > this.#segments) log.maybeApplyRetention(now);
-    this.#segments = log.stats().segments;
+    let segments = log.stats().segments;
+    if (segments > this.#segments) {
+      log.maybeApplyRetention(now);
+      segments = log.stats().segments;
+    }
+    this.#segments = segments;
     const appended: PartitionMessage = { type: "appended", id, ...result };
     if (this.#config.flush === "interval") {
       this.#reply(appended);
