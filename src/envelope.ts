@@ -32,7 +32,12 @@ import { Packr } from "msgpackr";
 import type { ErrorCode } from "./errors.ts";
 import type { LogFields, LogLevel } from "./logger.ts";
 import type { PortLike } from "./runtime/types.ts";
-import type { PartitionStats } from "./broker.ts";
+import type {
+  PartitionStats,
+  RecordFilter,
+  RefusedSettlement,
+  SettleAction,
+} from "./broker.ts";
 import type {
   PartitionLogConfig,
   RecoveryReport,
@@ -62,13 +67,108 @@ export type RouterMessage =
     offset: number;
     maxBytes: number;
     maxWaitMs: number;
+    /** Only matching records are returned; `records.nextOffset` says where to go on. */
+    filter?: RecordFilter;
   }
   /** Ends the waiting read whose id is `id` with an empty `records`. */
   | { type: "cancel"; id: number }
   | { type: "offsetForTime"; id: number; timestamp: number }
   | { type: "stats"; id: number }
   | { type: "configure"; id: number; config: PartitionLogConfig }
-  | { type: "close"; id: number; deleteFiles: boolean };
+  | { type: "close"; id: number; deleteFiles: boolean }
+  // --- Queue groups (docs/queues.md). `group` names the group everywhere.
+  /**
+   * Opens (loading its state file, else starting at `config.from`) or
+   * reconfigures the group's cursor on this partition; `config: null`
+   * drops the cursor and deletes its state file. Sent for every queue
+   * group of the topic before any other queue message, and again after an
+   * actor restart. Answered by `qconfigured`.
+   */
+  | {
+    type: "qconfig";
+    id: number;
+    group: string;
+    config: QueueCursorConfig | null;
+  }
+  /**
+   * Hands up to `maxRecords` deliverable records (soft `maxBytes`, at least
+   * one record when any is ready) to `member` (a number the router gives
+   * each member of the group; 0 for anonymous HTTP receivers). Answers at
+   * once with `deliveries`, possibly empty.
+   */
+  | {
+    type: "qfetch";
+    id: number;
+    group: string;
+    member: number;
+    maxRecords: number;
+    maxBytes: number;
+  }
+  /**
+   * Settles deliveries. `acks` is flat triples [offset, count, attempt]:
+   * `count` consecutive offsets from `offset`, each expected at `attempt`.
+   * Answered by `qsettled` once the state covering them is on disk.
+   */
+  | {
+    type: "qsettle";
+    id: number;
+    group: string;
+    acks: number[];
+    items: QueueSettleItem[];
+  }
+  /** The member is gone: its in-flight records are deliverable again at once. */
+  | { type: "qrelease"; id: number; group: string; member: number }
+  /** Per-partition progress; answered by `qstats`. */
+  | { type: "qdescribe"; id: number; group: string }
+  /**
+   * The router appended the dead letters of `qdead` with sequence `seq` to
+   * the dead-letter topic: settle those records. Answered by `qsettled`.
+   */
+  | { type: "qdeadDone"; id: number; group: string; seq: number }
+  // --- Delayed records
+  /**
+   * Keeps records until due: `records` is producer-framed batches, one due
+   * time (broker ms) per record in `due`. Durable (per the flush policy)
+   * before `scheduled` answers with one id per record.
+   */
+  | { type: "schedule"; id: number; records: Uint8Array; due: number[] }
+  /** Cancels a pending delayed record; answered by `unscheduled`. */
+  | { type: "unschedule"; id: number; delayId: string };
+
+/** What a partition actor needs to run a queue group's cursor. */
+export interface QueueCursorConfig {
+  mode: "queue" | "key_shared";
+  /** Where the cursor starts when the partition has no state for the group. */
+  from: "earliest" | "latest";
+  ackTimeoutMs: number;
+  maxDeliveries: number;
+  backoffInitialMs: number;
+  backoffMaxMs: number;
+  maxUnsettled: number;
+  /** Non-matching records are settled by the cursor itself. */
+  filter: RecordFilter | null;
+}
+
+/** One non-ack settlement in `qsettle`. */
+export interface QueueSettleItem {
+  offset: number;
+  attempt: number;
+  action: Exclude<SettleAction, "ack">;
+  delayMs?: number;
+  reason?: string;
+}
+
+/** A queue cursor's progress, as `qstats` reports it. */
+export interface QueueCursorStats {
+  ackFloor: number;
+  readOffset: number;
+  logEndOffset: number;
+  unsettled: number;
+  inFlight: number;
+  waiting: number;
+  deadLettered: number;
+  lostToRetention: number;
+}
 
 /** Every message from a partition actor to the router. */
 export type PartitionMessage =
@@ -92,6 +192,8 @@ export type PartitionMessage =
     highWatermark: number;
     logStartOffset: number;
     logEndOffset: number;
+    /** Filtered reads: the offset after the last record examined. */
+    nextOffset?: number;
   }
   | { type: "offset"; id: number; offset: number }
   | { type: "stats"; id: number; stats: PartitionStats }
@@ -109,7 +211,63 @@ export type PartitionMessage =
   /** Unsolicited: a log line for the main thread to write. */
   | { type: "log"; level: LogLevel; message: string; fields: LogFields }
   /** Unsolicited: the log is blocked; the router restarts the actor. */
-  | { type: "fatal"; code: ErrorCode; message: string };
+  | { type: "fatal"; code: ErrorCode; message: string }
+  | { type: "qconfigured"; id: number; stats: QueueCursorStats }
+  /**
+   * Answer to `qfetch`: whole batches, one per run of consecutive offsets;
+   * each record's attempt is 1 unless listed in `redelivered` (flat pairs
+   * [offset, attempt]). `more`: records were still deliverable after this.
+   */
+  | {
+    type: "deliveries";
+    id: number;
+    bytes: Uint8Array;
+    records: number;
+    redelivered: number[];
+    more: boolean;
+  }
+  /**
+   * Answer to `qsettle` and `qdeadDone`. `freed` is flat triples [member,
+   * records, bytes] of in-flight deliveries this released, so the router
+   * can give members their prefetch back.
+   */
+  | {
+    type: "qsettled";
+    id: number;
+    settled: number;
+    refused: Omit<RefusedSettlement, "partition">[];
+    freed: number[];
+  }
+  | { type: "qstats"; id: number; stats: QueueCursorStats }
+  /**
+   * Unsolicited, edge-triggered: the group has deliverable records again
+   * after a `deliveries` said `more: false` (new records appended, a nack
+   * delay or ack timeout passed, a key came free, a member released).
+   */
+  | { type: "qready"; group: string }
+  /**
+   * Unsolicited: deliveries that ended without a settlement (ack timeout),
+   * as flat triples [member, records, bytes], for the router's prefetch
+   * accounting. Batched, at most a few per second per group.
+   */
+  | { type: "qexpired"; group: string; freed: number[] }
+  /**
+   * Unsolicited: records that reached the delivery limit or were rejected,
+   * as batches ready to append to the dead-letter topic: each record keeps
+   * its key, value, headers and timestamp and gains the provenance headers
+   * (DEAD_LETTER_HEADERS). Until `qdeadDone` with this `seq`, the records
+   * are neither delivered nor settled; after an actor restart they are sent
+   * again under a new `seq`.
+   */
+  | {
+    type: "qdead";
+    group: string;
+    seq: number;
+    bytes: Uint8Array;
+    records: number;
+  }
+  | { type: "scheduled"; id: number; ids: string[]; due: number[] }
+  | { type: "unscheduled"; id: number; found: boolean };
 
 /** Any message that crosses between the router and a partition actor. */
 export type Message = RouterMessage | PartitionMessage;
@@ -141,6 +299,9 @@ const packr = new Packr({ useRecords: false, moreTypes: false });
 const payloadFields: Partial<Record<Message["type"], string>> = {
   append: "batches",
   records: "bytes",
+  deliveries: "bytes",
+  qdead: "bytes",
+  schedule: "records",
 };
 const payloadBytesMin = 4096;
 

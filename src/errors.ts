@@ -21,6 +21,8 @@ export const errorStatus = {
   topic_exists: 409,
   stale_generation: 409,
   not_assigned: 409,
+  group_exists: 409,
+  stale_receipt: 409,
   offset_out_of_range: 416,
   record_too_large: 413,
   body_too_large: 413,
