@@ -13,6 +13,7 @@ import { availableParallelism, loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { type BrokerProcess, startBrokerProcess } from "./broker_process.ts";
 import { measureConsume } from "./consume.ts";
+import { measureQueueConsume } from "./queue_consume.ts";
 import { type LatencyResult, measureLatency } from "./latency.ts";
 import { BATCH_HEADER_BYTES } from "../src/mod.ts";
 import { measureFsyncFloor } from "./fsync_floor.ts";
@@ -35,12 +36,16 @@ Options:
   --flush <policy>   topic flush policy: sync (fsync before ack) or interval (sync)
   --in-flight <n>    publish requests or frames awaiting their ack at once (8)
   --rate <n>         records per second for the latency runs (10000)
+  --prefetch <n>     unsettled deliveries per queue member (1000)
+  --queue-backlog <n> records in the queue-consume backlog (1000000)
   --json <file>      also write every run's figures to this file
   --profile <dir>    run the broker with --cpu-prof, writing profiles to <dir>
   -h, --help         show this text
 
-Cases: http-json-*, ws-publish-*, consume-*, fsync-floor-*, latency-*, each for
-100b and 1kib. fsync-floor times append + fdatasync of one latency tick's batch
+Cases: http-json-*, ws-publish-*, consume-*, queue-consume-*, fsync-floor-*,
+latency-*, each for 100b and 1kib (queue-consume for 100b only). queue-consume reads a backlog of
+--queue-backlog records through a fresh queue group per run, acking every
+record. fsync-floor times append + fdatasync of one latency tick's batch
 on the data directory's file system, without the broker: the disk's floor.
 `;
 
@@ -53,11 +58,19 @@ interface BenchSettings {
   flush: "sync" | "interval";
   inFlight: number;
   rate: number;
+  prefetch: number;
+  queueBacklog: number;
   json: string | undefined;
   profileDir: string | undefined;
 }
 
-type Kind = "http-json" | "ws-publish" | "consume" | "fsync-floor" | "latency";
+type Kind =
+  | "http-json"
+  | "ws-publish"
+  | "consume"
+  | "queue-consume"
+  | "fsync-floor"
+  | "latency";
 
 /** One measurement at one record size. */
 interface BenchCase {
@@ -86,6 +99,7 @@ const kinds: Kind[] = [
   "http-json",
   "ws-publish",
   "consume",
+  "queue-consume",
   "fsync-floor",
   "latency",
 ];
@@ -95,6 +109,7 @@ const targets: Target[] = [
   target("ws-publish-1kib", "MB/s", 400),
   target("http-json-100b", "rec/s", 200_000),
   target("consume-100b", "rec/s", 2_000_000),
+  target("queue-consume-100b", "rec/s", 500_000),
   target("latency-100b", "p50 ms", 0.5, false),
   target("latency-100b", "p99 ms", 3, false),
   target("latency-1kib", "p50 ms", 0.5, false),
@@ -102,9 +117,27 @@ const targets: Target[] = [
 ];
 
 /** Figures measured on this machine by others, for scale; not measured here. */
-const references = [
-  { name: "Redis Streams, fsync always", recordsPerSecond: 100_000 },
-  { name: "NATS JetStream, no fsync", recordsPerSecond: 160_000 },
+const references: {
+  name: string;
+  recordsPerSecond: number;
+  /** The case it compares with. */
+  cases: string[];
+}[] = [
+  {
+    name: "Redis Streams, fsync always",
+    recordsPerSecond: 100_000,
+    cases: ["ws-publish-100b", "http-json-100b"],
+  },
+  {
+    name: "NATS JetStream, no fsync",
+    recordsPerSecond: 160_000,
+    cases: ["ws-publish-100b", "http-json-100b"],
+  },
+  {
+    name: "RabbitMQ quorum queue, per-message ack",
+    recordsPerSecond: 150_000,
+    cases: ["queue-consume-100b"],
+  },
 ];
 
 /** Backlog records per second of `--seconds`, so a short run reads a small one. */
@@ -133,6 +166,8 @@ function parseSettings(args: string[]): BenchSettings | "help" {
       flush: { type: "string", default: "sync" },
       "in-flight": { type: "string", default: "8" },
       rate: { type: "string", default: "10000" },
+      prefetch: { type: "string", default: "1000" },
+      "queue-backlog": { type: "string", default: "1000000" },
       json: { type: "string" },
       profile: { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -148,6 +183,12 @@ function parseSettings(args: string[]): BenchSettings | "help" {
     flush: flushPolicy(values.flush),
     inFlight: positiveNumber(values["in-flight"], "in-flight", true),
     rate: positiveNumber(values.rate, "rate", true),
+    prefetch: positiveNumber(values.prefetch, "prefetch", true),
+    queueBacklog: positiveNumber(
+      values["queue-backlog"],
+      "queue-backlog",
+      true,
+    ),
     json: values.json,
     profileDir: values.profile,
   };
@@ -167,12 +208,14 @@ function positiveNumber(text: string, name: string, integer: boolean): number {
 }
 
 function selectedCases(only: string[]): BenchCase[] {
+  // The queue case reads a million-record backlog: at 100 B only.
   const cases = kinds.flatMap((kind) =>
-    sizes.map((size) => ({
-      name: `${kind}-${size.label}`,
-      kind,
-      valueBytes: size.bytes,
-    }))
+    sizes.filter((size) => kind !== "queue-consume" || size.label === "100b")
+      .map((size) => ({
+        name: `${kind}-${size.label}`,
+        kind,
+        valueBytes: size.bytes,
+      }))
   );
   if (only.length === 0) return cases;
   const chosen = cases.filter((c) =>
@@ -227,6 +270,46 @@ async function runCase(
           valueBytes,
           backlogRecords: backlog,
           timeoutSeconds: Math.max(30, seconds * 10),
+        });
+        if (!result.complete) {
+          progress(
+            `${name}: run ${run} timed out with ${result.records} of ${backlog}`,
+          );
+        }
+        figures.push(reportThroughput(name, run, result));
+      }
+    } finally {
+      await deleteTopic(url, topic);
+    }
+    return figures;
+  }
+
+  if (kind === "queue-consume") {
+    const topic = `${name}-backlog`;
+    await createTopic(url, topic, topicConfig);
+    try {
+      const backlogStart = performance.now();
+      const backlog = await publishBacklog(
+        url,
+        topic,
+        valueBytes,
+        settings.queueBacklog,
+        inFlight,
+      );
+      progress(
+        `${name}: backlog of ${backlog} records published in ${
+          ((performance.now() - backlogStart) / 1000).toFixed(1)
+        } s (untimed)`,
+      );
+      for (let run = 1; run <= settings.runs; run++) {
+        const result = await measureQueueConsume({
+          url,
+          topic,
+          group: `${name}-run-${run}-${Date.now()}`,
+          valueBytes,
+          backlogRecords: backlog,
+          prefetch: settings.prefetch,
+          timeoutSeconds: Math.max(60, seconds * 20),
         });
         if (!result.complete) {
           progress(
@@ -371,14 +454,18 @@ function meets(figures: Spread, goal: Target): boolean {
     : figures.median <= goal.value;
 }
 
-/** Publish figures at 100 B against the reference systems. */
+/** Figures at 100 B against the reference systems. */
 function scaleLines(results: Map<string, RunFigures[]>): string[] {
   const lines: string[] = [];
-  for (const name of ["ws-publish-100b", "http-json-100b"]) {
+  for (
+    const name of ["ws-publish-100b", "http-json-100b", "queue-consume-100b"]
+  ) {
     const runs = results.get(name);
     if (!runs || runs.length === 0) continue;
     const median = spread(runs.map((run) => run["rec/s"])).median;
-    const ratios = references.map((reference) =>
+    const ratios = references.filter((reference) =>
+      reference.cases.includes(name)
+    ).map((reference) =>
       `${
         (median / reference.recordsPerSecond).toFixed(2)
       }× ${reference.name} (~${formatFigure(reference.recordsPerSecond)} rec/s)`
