@@ -6,8 +6,13 @@
  * Producer record:
  *
  *   { "key"?: string | null, "value": <any JSON>, "headers"?: { name: string | null },
- *     "partition"?: int, "timestamp"?: int,
+ *     "partition"?: int, "timestamp"?: int, "tags"?: string[],
+ *     "delayMs"?: int, "deliverAt"?: int | ISO-8601 string,
  *     "keyEncoding"?: "utf8" | "base64", "valueEncoding"?: "utf8" | "base64" | "json" }
+ *
+ * Each tag is stored as a header named `dakghar.tag` (TAG_HEADER). A record
+ * with `delayMs` or `deliverAt` (epoch ms or ISO-8601; it wins over
+ * `delayMs`) is held back by the broker until due, at most 90 days ahead.
  *
  * Without a value encoding a string value is stored as its UTF-8 bytes, null
  * as a null value, anything else as its JSON text. "json" stores the JSON text
@@ -16,13 +21,16 @@
  * Consumer record:
  *
  *   { "offset": 7, "timestamp": 1733300000000, "key": "k" | null, "value": "v" | null,
- *     "headers": { name: string | null } }
+ *     "headers": { name: string | null }, "tags"?: string[] }
  *
- * plus `"keyEncoding": "base64"`, `"valueEncoding": "base64"` or
- * `"headersEncoding": "base64"` for each field sent as base64 — because the
+ * Tag headers are listed in `tags` (present only when the record has any)
+ * and left out of `headers`. A record carries `"keyEncoding": "base64"`,
+ * `"valueEncoding": "base64"` or `"headersEncoding": "base64"` for each
+ * field sent as base64 — because the
  * client asked, or because its bytes are not valid UTF-8.
  */
 import { Buffer } from "node:buffer";
+import { TAG_HEADER } from "../broker.ts";
 import { DakgharError } from "../errors.ts";
 import type { BatchRecord, DecodedRecord } from "../log/record_batch.ts";
 
@@ -33,10 +41,21 @@ export type ValueEncoding = "utf8" | "base64" | "json";
 /** How a consumer wants keys and values written. */
 export type ReadEncoding = "utf8" | "base64";
 
-/** A producer's record after parsing: batch fields plus an optional partition. */
+/**
+ * A producer's record after parsing: batch fields (tags already turned
+ * into headers) plus an optional partition and delay, as
+ * `ProducerRecord` takes them.
+ */
 export interface ParsedRecord extends BatchRecord {
   partition?: number;
+  /** Broker time the record becomes due, ms since epoch; wins over `delayMs`. */
+  deliverAt?: number;
+  /** Hold the record back this long from its arrival at the broker. */
+  delayMs?: number;
 }
+
+/** Longest a record may be held back: 90 days. */
+export const delayMsMax = 90 * 86_400_000;
 
 /** Request-level defaults for records that name no encoding themselves. */
 export interface EncodingDefaults {
@@ -54,6 +73,8 @@ export interface ConsumerJsonRecord {
   keyEncoding?: "base64";
   valueEncoding?: "base64";
   headersEncoding?: "base64";
+  /** Values of the record's `dakghar.tag` headers, in order; absent when none. */
+  tags?: string[];
 }
 
 const recordFields = new Set([
@@ -64,6 +85,9 @@ const recordFields = new Set([
   "timestamp",
   "keyEncoding",
   "valueEncoding",
+  "tags",
+  "delayMs",
+  "deliverAt",
 ]);
 const bodyFields = new Set(["records", "keyEncoding", "valueEncoding"]);
 const encoder = new TextEncoder();
@@ -158,7 +182,10 @@ export function parseProducerRecord(
   const parsed: ParsedRecord = {
     key: parseKey(record.key, keyEncoding, at("key")),
     value: parseValue(record.value, valueEncoding, at("value")),
-    headers: parseHeaders(record.headers, at("headers")),
+    headers: [
+      ...parseHeaders(record.headers, at("headers")),
+      ...parseTags(record.tags, at("tags")),
+    ],
     timestamp: record.timestamp === undefined
       ? now
       : parseInteger(record.timestamp, at("timestamp"), 0),
@@ -166,7 +193,60 @@ export function parseProducerRecord(
   if (record.partition !== undefined) {
     parsed.partition = parseInteger(record.partition, at("partition"), 0);
   }
+  if (record.delayMs !== undefined) {
+    parsed.delayMs = parseInteger(record.delayMs, at("delayMs"), 0);
+    if (parsed.delayMs > delayMsMax) {
+      throw malformed(at("delayMs"), `at most ${delayMsMax} (90 days)`);
+    }
+  }
+  if (record.deliverAt !== undefined) {
+    parsed.deliverAt = parseDeliverAt(record.deliverAt, at("deliverAt"), now);
+  }
   return parsed;
+}
+
+/** Tags as `dakghar.tag` headers. */
+function parseTags(
+  tags: unknown,
+  field: string,
+): [string, Uint8Array][] {
+  if (tags === undefined) return [];
+  if (
+    !Array.isArray(tags) ||
+    !tags.every((tag) => typeof tag === "string" && tag !== "")
+  ) {
+    throw malformed(field, "expected an array of non-empty strings");
+  }
+  return tags.map((tag) => [TAG_HEADER, encoder.encode(tag)]);
+}
+
+// A zone is required: without one, Date.parse reads local time.
+const isoDatePattern =
+  /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:\d{2})$/;
+
+/**
+ * A due time as epoch ms: an integer, or an ISO-8601 date-time. A time in
+ * the past is due at once; one more than 90 days past `now` is refused.
+ */
+function parseDeliverAt(value: unknown, field: string, now: number): number {
+  let at: number;
+  if (typeof value === "number") {
+    at = parseInteger(value, field, 0);
+  } else if (typeof value === "string" && isoDatePattern.test(value)) {
+    at = Date.parse(value);
+  } else {
+    throw malformed(
+      field,
+      "expected epoch ms or an ISO-8601 date-time with a zone",
+    );
+  }
+  if (!Number.isSafeInteger(at)) {
+    throw malformed(field, "expected epoch ms or an ISO-8601 date-time");
+  }
+  if (at > now + delayMsMax) {
+    throw malformed(field, "at most 90 days ahead");
+  }
+  return at;
 }
 
 /**
@@ -307,6 +387,16 @@ function toConsumerRecord(
     headers: {},
   };
 
+  // Tags that are text go to `tags`; a tag header that is not stays a header.
+  const tags: string[] = [];
+  const headers = record.headers.filter(([name, bytes]) => {
+    if (name !== TAG_HEADER || bytes === null) return true;
+    const tag = decodeUtf8(bytes);
+    if (tag === undefined) return true;
+    tags.push(tag);
+    return false;
+  });
+
   const key = encodeField(record.key, encoding);
   json.key = key.text;
   if (key.base64) json.keyEncoding = "base64";
@@ -317,12 +407,12 @@ function toConsumerRecord(
 
   // Header values are text by convention; all go base64 if any is not, or
   // when the client asked for base64.
-  const texts = record.headers.map(([, bytes]) =>
+  const texts = headers.map(([, bytes]) =>
     bytes === null || encoding === "base64" ? null : decodeUtf8(bytes)
   );
-  const headersBase64 = record.headers.length > 0 &&
+  const headersBase64 = headers.length > 0 &&
     (encoding === "base64" || texts.some((text) => text === undefined));
-  record.headers.forEach(([name, bytes], index) => {
+  headers.forEach(([name, bytes], index) => {
     json.headers[name] = bytes === null
       ? null
       : headersBase64
@@ -330,6 +420,7 @@ function toConsumerRecord(
       : texts[index]!;
   });
   if (headersBase64) json.headersEncoding = "base64";
+  if (tags.length > 0) json.tags = tags;
   return json;
 }
 

@@ -1,5 +1,6 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
+import { TAG_HEADER } from "../../src/broker.ts";
 import { DakgharError } from "../../src/errors.ts";
 import {
   decodeBatches,
@@ -220,6 +221,64 @@ test("toConsumerRecords() writes UTF-8 header values as base64 when asked", () =
   assert.is(record.headersEncoding, "base64");
   assert.equal(bare.headers, {});
   assert.is(bare.headersEncoding, undefined);
+});
+
+test("parseProducerBody() stores tags as dakghar.tag headers after the others", () => {
+  const [record] = parseProducerBody(
+    { value: "v", headers: { type: "order" }, tags: ["eu", "vip"] },
+    {},
+    0,
+  );
+  assert.equal(
+    record.headers.map(([name, value]) => [name, text(value)]),
+    [["type", "order"], [TAG_HEADER, "eu"], [TAG_HEADER, "vip"]],
+  );
+});
+
+test("parseProducerBody() takes delayMs and deliverAt as ms or ISO-8601", () => {
+  const now = Date.UTC(2026, 0, 1);
+  const [delayed, due, iso] = parseProducerBody(
+    {
+      records: [
+        { value: "a", delayMs: 1500 },
+        { value: "b", deliverAt: now + 60_000, delayMs: 5 },
+        { value: "c", deliverAt: "2026-01-01T01:00:00.250+01:00" },
+      ],
+    },
+    {},
+    now,
+  );
+  assert.is(delayed.delayMs, 1500);
+  assert.is(delayed.deliverAt, undefined);
+  assert.is(due.deliverAt, now + 60_000);
+  assert.is(due.delayMs, 5);
+  assert.is(iso.deliverAt, now + 250);
+});
+
+test("parseProducerBody() refuses bad tags, delays and due times by field", () => {
+  malformed({ value: 1, tags: "eu" }, "tags");
+  malformed({ value: 1, tags: ["eu", ""] }, "tags");
+  malformed({ records: [{ value: 1, tags: [3] }] }, "records[0].tags");
+  malformed({ value: 1, delayMs: -1 }, "delayMs");
+  malformed({ value: 1, delayMs: 1.5 }, "delayMs");
+  malformed({ value: 1, delayMs: 91 * 86_400_000 }, "delayMs");
+  malformed({ value: 1, deliverAt: "tomorrow" }, "deliverAt");
+  malformed({ value: 1, deliverAt: "2026-01-01T00:00:00" }, "deliverAt");
+  malformed({ value: 1, deliverAt: "2026-13-45T00:00:00Z" }, "deliverAt");
+  malformed({ value: 1, deliverAt: 91 * 86_400_000 }, "deliverAt");
+  malformed({ value: 1, deliverAt: true }, "deliverAt");
+});
+
+test("toConsumerRecords() lists tags apart from headers", () => {
+  const [tagged, bare] = roundTrip({
+    records: [
+      { value: "v", headers: { type: "order" }, tags: ["eu", "vip"] },
+      { value: "w" },
+    ],
+  });
+  assert.equal(tagged.headers, { type: "order" });
+  assert.equal(tagged.tags, ["eu", "vip"]);
+  assert.not.ok("tags" in bare);
 });
 
 test.run();
