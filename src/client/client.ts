@@ -7,24 +7,37 @@
 import type {
   GroupDescription,
   GroupSummary,
+  RedriveOptions,
+  RedriveResult,
   TopicConfig,
   TopicDescription,
 } from "../broker.ts";
 import { encodeBatch } from "../log/record_batch.ts";
 import { DakgharClientError } from "./errors.ts";
 import {
+  type CreatedGroup,
+  type GroupCreateOptions,
   HttpApi,
   type JoinOptions,
   type MemberFetchOptions,
   type MemberFetchResult,
   type PartitionReadResult,
   type ReadOptions,
+  type ReceiptSettleResult,
+  type ReceiveOptions,
   type SeekResult,
   type SeekTarget,
   type TopicDetails,
 } from "./http.ts";
 import {
+  type NackOptions,
+  type QueueSubscribeOptions,
+  QueueSubscription,
+} from "./queue_subscription.ts";
+import { ReceivedMessage } from "./received_message.ts";
+import {
   type ConsumedRecord,
+  isDelayed,
   type OutgoingRecord,
   type RecordPosition,
   toBatchRecord,
@@ -90,7 +103,7 @@ export class DakgharClient {
   readonly #WebSocket: WebSocketConstructor | undefined;
   #publisher: Promise<WebSocketTransport> | undefined;
   #connected = false;
-  readonly #subscriptions = new Set<Subscription>();
+  readonly #subscriptions = new Set<Subscription | QueueSubscription>();
 
   constructor(options: DakgharClientOptions) {
     this.url = options.url.replace(/\/+$/, "");
@@ -161,6 +174,140 @@ export class DakgharClient {
   }
 
   /**
+   * Creates a group with a mode (`stream`, `queue` or `key_shared`), or
+   * changes the queue settings of an existing one; mode, topic and filter
+   * are fixed at creation.
+   * @throws {DakgharClientError} `unknown_topic`, `group_exists` (another
+   *   mode, topic or filter), `bad_request`
+   * @example
+   * ```ts
+   * await client.createGroup("mailer", {
+   *   topic: "emails",
+   *   mode: "queue",
+   *   ackTimeoutMs: 60_000,
+   *   maxDeliveries: 3,
+   * });
+   * ```
+   */
+  createGroup(
+    name: string,
+    options: GroupCreateOptions,
+  ): Promise<CreatedGroup> {
+    return this.#http.createGroup(name, options);
+  }
+
+  /**
+   * Deletes a group: members are removed and its state is dropped.
+   * @throws {DakgharClientError} `unknown_group`
+   */
+  deleteGroup(name: string): Promise<void> {
+    return this.#http.deleteGroup(name);
+  }
+
+  /**
+   * Receives deliveries of a queue or key_shared group over HTTP alone,
+   * waiting up to `maxWaitMs` when none is ready. Each is in flight until
+   * settled with its verbs or until the group's ack timeout.
+   * @throws {DakgharClientError} `unknown_group`, `bad_request` (a stream group)
+   * @example
+   * ```ts
+   * const messages = await client.receive("mailer", { maxWaitMs: 10_000 });
+   * for (const message of messages) {
+   *   await send(message.json());
+   *   await message.ack();
+   * }
+   * ```
+   */
+  async receive(
+    group: string,
+    options: ReceiveOptions = {},
+  ): Promise<ReceivedMessage[]> {
+    const received = await this.#http.receive(group, options);
+    return received.map(({ record, attempt, receipt }) =>
+      new ReceivedMessage(record, group, attempt, receipt, this.#http)
+    );
+  }
+
+  /**
+   * Acks received messages (or receipts) in one request. Refusals of some
+   * are in the answer; when every one was refused it throws.
+   * @throws {DakgharClientError} `stale_receipt` when none was taken
+   */
+  ack(
+    group: string,
+    messages: (ReceivedMessage | string)[],
+  ): Promise<ReceiptSettleResult> {
+    return this.#http.settleReceipts(group, "ack", receipts(messages));
+  }
+
+  /**
+   * Nacks received messages (or receipts) in one request.
+   * @throws {DakgharClientError} `stale_receipt` when none was taken
+   */
+  nack(
+    group: string,
+    messages: (ReceivedMessage | string)[],
+    options: NackOptions = {},
+  ): Promise<ReceiptSettleResult> {
+    return this.#http.settleReceipts(
+      group,
+      "nack",
+      receipts(messages),
+      options,
+    );
+  }
+
+  /**
+   * Extends the ack deadline of received messages (or receipts) to now + `ms`.
+   * @throws {DakgharClientError} `stale_receipt` when none was taken
+   */
+  extend(
+    group: string,
+    messages: (ReceivedMessage | string)[],
+    ms: number,
+  ): Promise<ReceiptSettleResult> {
+    return this.#http.settleReceipts(group, "extend", receipts(messages), {
+      ms,
+    });
+  }
+
+  /**
+   * Sends received messages (or receipts) to dead letters at once.
+   * @throws {DakgharClientError} `stale_receipt` when none was taken
+   */
+  reject(
+    group: string,
+    messages: (ReceivedMessage | string)[],
+    reason?: string,
+  ): Promise<ReceiptSettleResult> {
+    return this.#http.settleReceipts(
+      group,
+      "reject",
+      receipts(messages),
+      reason === undefined ? {} : { reason },
+    );
+  }
+
+  /**
+   * Republishes a queue group's dead letters not redriven before (or all,
+   * with `fromStart`) to their source topic or `toTopic`, optionally only
+   * those matching `filter`.
+   * @throws {DakgharClientError} `unknown_group`, `unknown_topic`
+   */
+  redrive(group: string, options: RedriveOptions = {}): Promise<RedriveResult> {
+    return this.#http.redrive(group, options);
+  }
+
+  /**
+   * Cancels a delayed record before it is due.
+   * @returns false when no record with that id is pending (fired, cancelled or never)
+   * @throws {DakgharClientError} `unknown_topic`
+   */
+  cancelDelayed(topic: string, delayId: string): Promise<boolean> {
+    return this.#http.cancelDelayed(topic, delayId);
+  }
+
+  /**
    * Publishes one record; resolves once it is durable, with where it landed.
    * @throws {DakgharClientError} `unknown_topic`, `record_too_large`, …
    */
@@ -190,7 +337,10 @@ export class DakgharClient {
     if (via === "http") return this.#http.publish(topic, records);
 
     const transport = await this.#publisherTransport();
-    const batch = singlePartitionBatch(records);
+    // A record batch has no place for a delay: delayed records go as JSON.
+    const batch = records.some(isDelayed)
+      ? undefined
+      : singlePartitionBatch(records);
     if (batch) {
       const ack = await transport.request(
         { op: "publish", topic, ...batch },
@@ -251,12 +401,42 @@ export class DakgharClient {
   }
 
   /**
-   * Subscribes to a topic, as a group member or on its own; resolves once
-   * the broker confirmed the subscription.
-   * @throws {DakgharClientError} `unknown_topic`, `unauthorized`, …
+   * Joins a queue or key_shared group (with `mode`), creating it with
+   * default settings when it does not exist; resolves once joined. Each
+   * message is settled with `ack()`, `nack()`, `reject()` or `extend()`.
+   * @throws {DakgharClientError} `unknown_topic`, `bad_request` (a stream
+   *   group), `group_exists` (another mode or topic)
+   * @example
+   * ```ts
+   * const queue = await client.subscribe({
+   *   topic: "emails",
+   *   group: "mailer",
+   *   mode: "queue",
+   * });
+   * for await (const message of queue) {
+   *   try {
+   *     await send(message.json());
+   *     message.ack();
+   *   } catch (error) {
+   *     message.nack({ reason: String(error) });
+   *   }
+   * }
+   * ```
    */
-  async subscribe(options: SubscribeOptions): Promise<Subscription> {
-    const subscription = new Subscription(options, () => this.#openSocket());
+  subscribe(options: QueueSubscribeOptions): Promise<QueueSubscription>;
+  /**
+   * Subscribes to a topic, as a stream group member or on its own;
+   * resolves once the broker confirmed the subscription.
+   * @throws {DakgharClientError} `unknown_topic`, `unauthorized`,
+   *   `bad_request` (a queue group: pass its `mode`), …
+   */
+  subscribe(options: SubscribeOptions): Promise<Subscription>;
+  async subscribe(
+    options: SubscribeOptions | QueueSubscribeOptions,
+  ): Promise<Subscription | QueueSubscription> {
+    const subscription = "mode" in options && options.mode !== undefined
+      ? new QueueSubscription(options, () => this.#openSocket())
+      : new Subscription(options as SubscribeOptions, () => this.#openSocket());
     await subscription.start();
     this.#subscriptions.add(subscription);
     subscription.onClose = () => this.#subscriptions.delete(subscription);
@@ -418,6 +598,12 @@ export class GroupMember {
  */
 export function createClient(options: DakgharClientOptions): DakgharClient {
   return new DakgharClient(options);
+}
+
+function receipts(messages: (ReceivedMessage | string)[]): string[] {
+  return messages.map((message) =>
+    typeof message === "string" ? message : message.receipt
+  );
 }
 
 /** The msgpack publish fields when every record goes to one partition. */

@@ -4,8 +4,15 @@
  */
 import type {
   GroupDescription,
+  GroupMode,
+  GroupSettings,
   GroupSummary,
   PartitionStats,
+  QueueSettings,
+  RecordFilter,
+  RedriveOptions,
+  RedriveResult,
+  StartPosition,
   TopicConfig,
   TopicDescription,
 } from "../broker.ts";
@@ -15,6 +22,7 @@ import {
   type OutgoingRecord,
   type RecordPosition,
   recordsFromBatches,
+  TAG_HEADER,
   toJsonRecord,
 } from "./records.ts";
 
@@ -100,13 +108,67 @@ export interface MemberFetchResult {
   assignment: { partition: number; offset: number }[];
 }
 
+/**
+ * What {@linkcode DakgharClient.createGroup} takes: the topic and mode, and
+ * any queue settings to change from the broker's defaults.
+ */
+export interface GroupCreateOptions extends Partial<QueueSettings> {
+  topic: string;
+  mode: GroupMode;
+  /** Where the group starts on a partition it has no state for (default "earliest"). */
+  from?: StartPosition;
+  /** Exact filter applied to every delivery; fixed at creation. */
+  filter?: RecordFilter | null;
+}
+
+/** A group's settings as created, with its name. */
+export interface CreatedGroup extends GroupSettings {
+  name: string;
+}
+
+/** Options for {@linkcode DakgharClient.receive}. */
+export interface ReceiveOptions {
+  /** Most records returned (default 10, at most 1000). */
+  maxRecords?: number;
+  /** Long-poll: wait this long when nothing is ready (default 0, at most 30 s). */
+  maxWaitMs?: number;
+}
+
+/** A record handed out by an HTTP receive, before it gets its verbs. */
+export interface ReceivedRecord {
+  record: ConsumedRecord;
+  attempt: number;
+  receipt: string;
+}
+
+/** How a settlement by receipts was taken. */
+export interface ReceiptSettleResult {
+  settled: number;
+  refused: { receipt: string; code: string; message: string }[];
+}
+
+/** The settlement verbs of the receipt routes. */
+export type ReceiptAction = "ack" | "nack" | "extend" | "reject";
+
+/** Extra fields of a settlement by receipts: nack's delay and reason, extend's ms. */
+export interface ReceiptSettleFields {
+  delayMs?: number;
+  reason?: string;
+  ms?: number;
+}
+
 interface Base64Record {
+  topic?: string;
   partition: number;
   offset: number;
   timestamp: number;
   key: string | null;
   value: string | null;
   headers: Record<string, string | null>;
+  /** Tags stay text whatever the encoding. */
+  tags?: string[];
+  attempt?: number;
+  receipt?: string;
 }
 
 function fromBase64(text: string | null): Uint8Array | null {
@@ -125,12 +187,19 @@ function fromBase64Record(topic: string, record: Base64Record): ConsumedRecord {
     record.timestamp,
     fromBase64(record.key),
     fromBase64(record.value),
-    Object.entries(record.headers).map(([name, value]) => [
-      name,
-      fromBase64(value),
-    ]),
+    [
+      ...Object.entries(record.headers).map((
+        [name, value],
+      ): [string, Uint8Array | null] => [name, fromBase64(value)]),
+      ...(record.tags ?? []).map((tag): [string, Uint8Array | null] => [
+        TAG_HEADER,
+        encoder.encode(tag),
+      ]),
+    ],
   );
 }
+
+const encoder = new TextEncoder();
 
 function groupPath(group: string): string {
   return `/groups/${encodeURIComponent(group)}`;
@@ -256,6 +325,76 @@ export class HttpApi {
 
   async leaveMember(group: string, memberId: string): Promise<void> {
     await this.#request("DELETE", memberPath(group, memberId));
+  }
+
+  createGroup(
+    name: string,
+    options: GroupCreateOptions,
+  ): Promise<CreatedGroup> {
+    return this.#json("PUT", groupPath(name), options);
+  }
+
+  async deleteGroup(name: string): Promise<void> {
+    await this.#request("DELETE", groupPath(name));
+  }
+
+  /** Long-polls a queue group; records come as base64 to keep their bytes. */
+  async receive(
+    group: string,
+    options: ReceiveOptions = {},
+  ): Promise<ReceivedRecord[]> {
+    const body = await this.#json<{ records: Base64Record[] }>(
+      "POST",
+      `${groupPath(group)}/receive`,
+      { ...options, encoding: "base64" },
+    );
+    return body.records.map((record) => ({
+      record: fromBase64Record(record.topic ?? "", record),
+      attempt: record.attempt ?? 1,
+      receipt: String(record.receipt),
+    }));
+  }
+
+  /**
+   * Settles deliveries by receipt. A 409 `stale_receipt` (none taken, some
+   * refused) throws; a partial refusal is in the answer's `refused`.
+   */
+  settleReceipts(
+    group: string,
+    action: ReceiptAction,
+    receipts: string[],
+    fields: ReceiptSettleFields = {},
+  ): Promise<ReceiptSettleResult> {
+    return this.#json("POST", `${groupPath(group)}/${action}`, {
+      receipts,
+      ...fields,
+    });
+  }
+
+  redrive(group: string, options: RedriveOptions = {}): Promise<RedriveResult> {
+    return this.#json(
+      "POST",
+      `${groupPath(group)}/dead-letters/redrive`,
+      options,
+    );
+  }
+
+  /** False when no such delayed record is pending (404 `not_found`). */
+  async cancelDelayed(topic: string, delayId: string): Promise<boolean> {
+    try {
+      await this.#request(
+        "DELETE",
+        `/topics/${encodeURIComponent(topic)}/delayed/${
+          encodeURIComponent(delayId)
+        }`,
+      );
+      return true;
+    } catch (error) {
+      if (error instanceof DakgharClientError && error.code === "not_found") {
+        return false;
+      }
+      throw error;
+    }
   }
 
   /** Reads raw record batches and decodes them, keeping the exact bytes. */

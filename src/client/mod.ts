@@ -20,12 +20,17 @@ export {
 } from "./client.ts";
 export { type ClientErrorCode, DakgharClientError } from "./errors.ts";
 export type {
+  CreatedGroup,
+  GroupCreateOptions,
   JoinOptions,
   MemberFetchOptions,
   MemberFetchResult,
   MemberJoined,
   PartitionReadResult,
   ReadOptions,
+  ReceiptAction,
+  ReceiptSettleResult,
+  ReceiveOptions,
   SeekResult,
   SeekTarget,
   TopicDetails,
@@ -36,6 +41,14 @@ export {
   type RecordPosition,
   type RecordValue,
 } from "./records.ts";
+export {
+  type NackOptions,
+  QueueMessage,
+  type QueueSubscribeOptions,
+  QueueSubscription,
+  type QueueSubscriptionEvent,
+} from "./queue_subscription.ts";
+export { ReceivedMessage } from "./received_message.ts";
 export {
   Message,
   type ReconnectOptions,

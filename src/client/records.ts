@@ -11,6 +11,13 @@ import {
 } from "../log/record_batch.ts";
 
 /**
+ * The header carrying one tag (`TAG_HEADER` in src/broker.ts). Spelled out
+ * here because the browser page serves only the client's and the log's
+ * modules, not broker.js.
+ */
+export const TAG_HEADER = "dakghar.tag";
+
+/**
  * A value to publish: a string is stored as its UTF-8 bytes, a Uint8Array as
  * is, `null` as a tombstone, anything else as its JSON text.
  */
@@ -26,12 +33,32 @@ export interface OutgoingRecord {
   partition?: number;
   /** Producer's create time, ms since epoch; the broker's clock when absent. */
   timestamp?: number;
+  /** Tags a filter can select on; each is stored as a `dakghar.tag` header. */
+  tags?: string[];
+  /**
+   * Hold the record back this long after it reaches the broker; it gets its
+   * offset, and becomes visible to every group, when due.
+   */
+  delayMs?: number;
+  /**
+   * Hold the record back until this broker time (ms since epoch, an ISO
+   * 8601 string or a Date); wins over `delayMs`. The broker's clock decides:
+   * with a skewed clock, prefer `delayMs`.
+   */
+  deliverAt?: number | string | Date;
 }
 
-/** Where a published record landed. */
+/**
+ * Where a published record landed. A delayed record has no offset yet:
+ * `offset` is -1 and `delayId` cancels it before `dueAt`.
+ */
 export interface RecordPosition {
   partition: number;
   offset: number;
+  /** Set for a delayed record: pass it to `cancelDelayed`. */
+  delayId?: string;
+  /** Broker time the delayed record becomes due, ms since epoch. */
+  dueAt?: number;
 }
 
 const encoder = new TextEncoder();
@@ -41,8 +68,13 @@ const decoder = new TextDecoder();
 export class ConsumedRecord {
   /** The key as UTF-8 text (invalid sequences replaced), or null. */
   readonly key: string | null;
-  /** Header values as UTF-8 text, or null. */
+  /**
+   * Header values as UTF-8 text, or null; tag headers (`dakghar.tag`) are
+   * listed in `tags` instead.
+   */
   readonly headers: Record<string, string | null>;
+  /** The record's tags, in order; empty when it has none. */
+  readonly tags: string[];
 
   constructor(
     readonly topic: string,
@@ -59,8 +91,12 @@ export class ConsumedRecord {
   ) {
     this.key = keyBytes === null ? null : decoder.decode(keyBytes);
     this.headers = {};
+    this.tags = [];
     for (const [name, bytes] of headerBytes) {
-      this.headers[name] = bytes === null ? null : decoder.decode(bytes);
+      const text = bytes === null ? null : decoder.decode(bytes);
+      if (name === TAG_HEADER) {
+        if (text !== null) this.tags.push(text);
+      } else this.headers[name] = text;
     }
   }
 
@@ -120,7 +156,18 @@ export function toJsonRecord(record: OutgoingRecord): Record<string, unknown> {
   if (record.headers !== undefined) json.headers = record.headers;
   if (record.partition !== undefined) json.partition = record.partition;
   if (record.timestamp !== undefined) json.timestamp = record.timestamp;
+  if (record.tags !== undefined) json.tags = record.tags;
+  if (record.deliverAt !== undefined) {
+    json.deliverAt = record.deliverAt instanceof Date
+      ? record.deliverAt.getTime()
+      : record.deliverAt;
+  } else if (record.delayMs !== undefined) json.delayMs = record.delayMs;
   return json;
+}
+
+/** Whether the broker holds the record back rather than appending it now. */
+export function isDelayed(record: OutgoingRecord): boolean {
+  return record.delayMs !== undefined || record.deliverAt !== undefined;
 }
 
 /** The record as it goes into a record batch. */
@@ -131,15 +178,19 @@ export function toBatchRecord(
   if (record === null || typeof record !== "object" || !("value" in record)) {
     throw new TypeError("Cannot publish a record without a value");
   }
+  const headers = Object.entries(record.headers ?? {}).map((
+    [name, value],
+  ): [string, Uint8Array | null] => [
+    name,
+    value === null ? null : encoder.encode(value),
+  ]);
+  for (const tag of record.tags ?? []) {
+    headers.push([TAG_HEADER, encoder.encode(tag)]);
+  }
   return {
     key: toBytes(record.key ?? null),
     value: valueBytes(record.value),
-    headers: Object.entries(record.headers ?? {}).map((
-      [name, value],
-    ): [string, Uint8Array | null] => [
-      name,
-      value === null ? null : encoder.encode(value),
-    ]),
+    headers,
     timestamp: record.timestamp ?? now,
   };
 }

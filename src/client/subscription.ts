@@ -16,6 +16,7 @@
  * its own positions are skipped, so nothing is yielded twice and nothing is
  * skipped that was not yielded before.
  */
+import type { RecordFilter } from "../broker.ts";
 import { DakgharClientError } from "./errors.ts";
 import {
   ConsumedRecord,
@@ -56,6 +57,12 @@ export interface SubscribeOptions {
   from?: SubscribeFrom;
   /** Without a group: the partitions to read (default: all). */
   partitions?: number[];
+  /**
+   * Exact broker-side filter on tags and header values: records that do not
+   * match never cross the wire (a group member moves past them). With a
+   * group that has a filter, it must equal it, or be left out.
+   */
+  filter?: RecordFilter;
   /** Most records received and not yet yielded (default 500). */
   bufferSize?: number;
   /** Commit what the iterator has yielded periodically (default true). */
@@ -430,6 +437,12 @@ export class Subscription implements AsyncIterableIterator<Message> {
           },
           "msgpack",
         );
+        if (reply.mode === "queue" || reply.mode === "key_shared") {
+          throw new DakgharClientError(
+            "bad_request",
+            `Group ${this.group} is a ${reply.mode} group: subscribe with mode "${reply.mode}" to settle each message`,
+          );
+        }
         const sub = String(reply.sub);
         if (typeof reply.memberId === "string") this.#memberId = reply.memberId;
         this.#subs.set(sub, { sub, outstanding: credit });
@@ -446,17 +459,19 @@ export class Subscription implements AsyncIterableIterator<Message> {
 
   /** One subscribe frame, or one per resume offset without a group. */
   #subscribeFrames(): Record<string, unknown>[] {
-    const { group, from, partitions } = this.#options;
+    const { group, from, partitions, filter } = this.#options;
+    const filtered = filter === undefined ? {} : { filter };
     if (group !== undefined) {
       const memberId = this.#memberId;
       return [{
         group,
         from: from ?? "latest",
+        ...filtered,
         ...(memberId === undefined ? {} : { memberId }),
       }];
     }
     if (this.#positions.size === 0) {
-      return [{ from: from ?? "latest", partitions }];
+      return [{ from: from ?? "latest", partitions, ...filtered }];
     }
     const byOffset = new Map<number, number[]>();
     for (const [partition, offset] of this.#positions) {
@@ -467,6 +482,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
     return [...byOffset].map(([offset, partitions]) => ({
       from: { offset },
       partitions,
+      ...filtered,
     }));
   }
 

@@ -45,6 +45,7 @@ const replyOps = new Set([
   "unsubscribed",
   "pong",
   "moved",
+  "settled",
 ]);
 
 interface Pending {
