@@ -26,6 +26,7 @@ import type { Logger } from "../logger.ts";
 import type { UpgradeWebSocket } from "../runtime/types.ts";
 import { createErrorHandler, notFound } from "./errors.ts";
 import { HttpMembers } from "./http_members.ts";
+import { createQueueRoutes } from "./queue_routes.ts";
 import {
   parseKeyEncoding,
   parseProducerBody,
@@ -241,9 +242,16 @@ export function createApp(broker: Broker, options: AppOptions): Hono {
     async (c) => c.json({ groups: await broker.listGroups() }),
   );
 
-  app.get(
-    "/groups/:group",
-    async (c) => c.json(await broker.describeGroup(c.req.param("group"))),
+  // GET, PUT and DELETE /groups/:group, receive and settle by receipt,
+  // redrive, delayed records.
+  app.route(
+    "/",
+    createQueueRoutes(broker, {
+      limitBody,
+      maxWaitMsMax,
+      receiveBytesMax: readBytesMax,
+      shutdown: options.shutdown,
+    }),
   );
 
   app.post("/groups/:group/seek", limitBody, async (c) => {

@@ -30,9 +30,13 @@
  * client asked, or because its bytes are not valid UTF-8.
  */
 import { Buffer } from "node:buffer";
-import { TAG_HEADER } from "../broker.ts";
+import { type QueueDelivery, TAG_HEADER } from "../broker.ts";
 import { DakgharError } from "../errors.ts";
-import type { BatchRecord, DecodedRecord } from "../log/record_batch.ts";
+import {
+  type BatchRecord,
+  decodeBatches,
+  type DecodedRecord,
+} from "../log/record_batch.ts";
 
 /** How a producer's key is written in JSON. */
 export type KeyEncoding = "utf8" | "base64";
@@ -434,4 +438,30 @@ function encodeField(
     if (text !== undefined) return { text, base64: false };
   }
   return { text: encodeBase64(bytes), base64: true };
+}
+
+/** A queue delivery's record as a JSON consumer receives it. */
+export interface DeliveryJsonRecord extends ConsumerJsonRecord {
+  /** Delivery count: 1 the first time, more after redeliveries. */
+  attempt: number;
+}
+
+/**
+ * Turns a queue delivery into JSON records, each with its attempt.
+ *
+ * @param delivery what the broker handed out
+ * @param encoding as for {@linkcode toConsumerRecords}
+ * @returns one JSON object per record, in offset order
+ */
+export function toDeliveryRecords(
+  delivery: QueueDelivery,
+  encoding: ReadEncoding = "utf8",
+): DeliveryJsonRecord[] {
+  const attempts = new Map<number, number>();
+  for (let i = 0; i + 1 < delivery.redelivered.length; i += 2) {
+    attempts.set(delivery.redelivered[i], delivery.redelivered[i + 1]);
+  }
+  return toConsumerRecords(decodeBatches(delivery.bytes), encoding).map((
+    record,
+  ) => ({ ...record, attempt: attempts.get(record.offset) ?? 1 }));
 }

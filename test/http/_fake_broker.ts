@@ -1,18 +1,30 @@
 /**
  * An in-memory Broker for front-end tests: real record batches, offsets,
- * long-poll reads and a one-rebalance-per-join group, no files or workers.
+ * long-poll and filtered reads, a one-rebalance-per-join group, and the
+ * queue half from _fake_queues.ts; no files or workers.
  */
 import type {
   Broker,
+  GroupCreateRequest,
   GroupDescription,
+  GroupSettings,
   GroupSummary,
   MemberHandle,
   ProducerRecord,
   PublishOptions,
   PublishResult,
+  QueueDelivery,
+  QueueJoinOptions,
+  QueueMemberHandle,
+  QueuePartitionDescription,
   ReadOptions,
   ReadResult,
+  ReceiveOptions,
   RecordPosition,
+  RedriveOptions,
+  RedriveResult,
+  Settlement,
+  SettleResult,
   StartPosition,
   TopicConfig,
   TopicDescription,
@@ -28,10 +40,13 @@ import {
   batchLastOffset,
   batchLength,
   batchRecordCount,
+  decodeBatches,
+  type DecodedRecord,
   encodeBatch,
   stampBatch,
   validateBatches,
 } from "../../src/log/record_batch.ts";
+import { FakeQueues, matchesFilter } from "./_fake_queues.ts";
 
 interface FakePartition {
   batches: { baseOffset: number; bytes: Uint8Array }[];
@@ -73,6 +88,17 @@ export class FakeBroker implements Broker {
   /** Largest number of reads waiting at once. */
   openReads = 0;
   closed = false;
+  /** Every publishRecords call's records, for tests to look at. */
+  readonly published: ProducerRecord[][] = [];
+  readonly queues = new FakeQueues({
+    recordsFrom: (topic, partition, offset) =>
+      this.recordsFrom(topic, partition, offset),
+    partitionCount: (topic) => this.topic(topic).partitions.length,
+  });
+
+  constructor() {
+    this.queues.streamGroups = this.groups;
+  }
 
   createTopic(
     name: string,
@@ -117,6 +143,9 @@ export class FakeBroker implements Broker {
         highWatermark: p.logEndOffset,
         bytes: p.batches.reduce((sum, b) => sum + b.bytes.length, 0),
         segments: 1,
+        delayed: [...this.queues.delayed.values()].filter((d) =>
+          d.topic === name
+        ).length,
       })),
     });
   }
@@ -150,6 +179,7 @@ export class FakeBroker implements Broker {
         position += length;
       }
       for (const waiter of partition.waiters) waiter();
+      this.queues.pump();
       return Promise.resolve({
         partition: partitionIndex,
         baseOffset,
@@ -165,8 +195,21 @@ export class FakeBroker implements Broker {
     topic: string,
     records: ProducerRecord[],
   ): Promise<RecordPosition[]> {
+    this.published.push(records);
     const positions: RecordPosition[] = [];
     for (const record of records) {
+      if (record.deliverAt !== undefined || record.delayMs !== undefined) {
+        this.topic(topic);
+        const dueAt = record.deliverAt ?? Date.now() + record.delayMs!;
+        const delayId = this.queues.schedule(topic, dueAt);
+        positions.push({
+          partition: record.partition ?? 0,
+          offset: -1,
+          delayId,
+          dueAt,
+        });
+        continue;
+      }
       const batch = encodeBatch([{
         key: record.key ?? null,
         value: record.value,
@@ -216,14 +259,24 @@ export class FakeBroker implements Broker {
       chunks.push(batch.bytes);
       size += batch.bytes.length;
     }
-    const bytes = new Uint8Array(size);
+    let bytes: Uint8Array = new Uint8Array(size);
     let position = 0;
     for (const chunk of chunks) {
       bytes.set(chunk, position);
       position += chunk.length;
     }
+    let nextOffset: number | undefined;
+    if (options.filter !== undefined) {
+      const examined = decodeBatches(bytes).filter((r) => r.offset >= offset);
+      nextOffset = examined.length === 0
+        ? offset
+        : examined[examined.length - 1].offset + 1;
+      const kept = examined.filter((r) => matchesFilter(r, options.filter));
+      bytes = kept.length === 0 ? new Uint8Array(0) : reframe(kept);
+    }
     return {
       bytes,
+      ...(nextOffset === undefined ? {} : { nextOffset }),
       highWatermark: partition.logEndOffset,
       logStartOffset: partition.logStartOffset,
       logEndOffset: partition.logEndOffset,
@@ -367,6 +420,20 @@ export class FakeBroker implements Broker {
 
   describeGroup(name: string): Promise<GroupDescription> {
     const group = this.groups.get(name);
+    const queued = this.queues.groups.get(name);
+    if (!group && queued) {
+      return Promise.resolve({
+        name,
+        mode: queued.settings.mode,
+        generation: 0,
+        members: queued.members.map((m) => ({
+          id: m.handle.id,
+          topic: queued.settings.topic,
+          partitions: [],
+        })),
+        partitions: [],
+      });
+    }
     if (!group) {
       return Promise.reject(
         new DakgharError("unknown_group", `Group not found: ${name}`),
@@ -386,12 +453,95 @@ export class FakeBroker implements Broker {
   }
 
   listGroups(): GroupSummary[] {
-    return [...this.groups.entries()].map(([name, group]) => ({
-      name,
-      mode: "stream",
-      generation: group.generation,
-      members: group.members.length,
-    }));
+    return [
+      ...[...this.groups.entries()].map(([name, group]) => ({
+        name,
+        mode: "stream" as const,
+        generation: group.generation,
+        members: group.members.length,
+      })),
+      ...[...this.queues.groups.entries()].map(([name, group]) => ({
+        name,
+        mode: group.settings.mode,
+        generation: 0,
+        members: group.members.length,
+      })),
+    ].sort((a, b) => a.name < b.name ? -1 : 1);
+  }
+
+  // The queue half: see _fake_queues.ts.
+
+  createGroup(
+    name: string,
+    request: GroupCreateRequest,
+  ): Promise<GroupSettings> {
+    return attempt(() => this.queues.createGroup(name, request));
+  }
+
+  groupSettings(name: string): GroupSettings | undefined {
+    return this.queues.groupSettings(name);
+  }
+
+  deleteGroup(name: string): Promise<void> {
+    if (this.groups.delete(name)) return Promise.resolve();
+    return attempt(() => this.queues.deleteGroup(name));
+  }
+
+  joinQueueGroup(
+    group: string,
+    member: QueueMemberHandle,
+    options?: QueueJoinOptions,
+  ): Promise<void> {
+    return attempt(() => this.queues.joinQueueGroup(group, member, options));
+  }
+
+  leaveQueueGroup(
+    group: string,
+    memberId: string,
+    member?: QueueMemberHandle,
+  ): void {
+    this.queues.leaveQueueGroup(group, memberId, member);
+  }
+
+  settle(group: string, settlements: Settlement[]): Promise<SettleResult> {
+    return attempt(() => this.queues.settle(group, settlements));
+  }
+
+  receive(group: string, options: ReceiveOptions): Promise<QueueDelivery[]> {
+    try {
+      return this.queues.receive(group, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  describeQueue(group: string): Promise<QueuePartitionDescription[]> {
+    return attempt(() => this.queues.describeQueue(group));
+  }
+
+  redrive(group: string, options?: RedriveOptions): Promise<RedriveResult> {
+    return attempt(() => this.queues.redrive(group, options));
+  }
+
+  cancelDelayed(topic: string, delayId: string): Promise<boolean> {
+    return attempt(() => this.queues.cancelDelayed(topic, delayId));
+  }
+
+  /** Records of one partition from `offset` on, decoded. */
+  recordsFrom(
+    topicName: string,
+    index: number,
+    offset: number,
+  ): DecodedRecord[] {
+    const partition = this.partition(this.topic(topicName), topicName, index);
+    const records: DecodedRecord[] = [];
+    for (const batch of partition.batches) {
+      if (batchLastOffset(batch.bytes) < offset) continue;
+      for (const record of decodeBatches(batch.bytes)) {
+        if (record.offset >= offset) records.push(record);
+      }
+    }
+    return records;
   }
 
   close(): Promise<void> {
@@ -415,4 +565,29 @@ export class FakeBroker implements Broker {
     }
     return partition;
   }
+}
+
+/** Runs `work` and settles a promise with its result or its throw. */
+function attempt<T>(work: () => T): Promise<T> {
+  try {
+    return Promise.resolve(work());
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+/** Decoded records framed again, one batch each, at their own offsets. */
+function reframe(records: DecodedRecord[]): Uint8Array {
+  const parts = records.map((record) => {
+    const bytes = encodeBatch([record]);
+    stampBatch(bytes, 0, record.offset, record.appendTime);
+    return bytes;
+  });
+  const bytes = new Uint8Array(parts.reduce((n, b) => n + b.length, 0));
+  let position = 0;
+  for (const part of parts) {
+    bytes.set(part, position);
+    position += part.length;
+  }
+  return bytes;
 }
