@@ -29,10 +29,15 @@ Commands:
   topics describe <name>    a topic and its partitions
   topics delete <name>      delete a topic and its records
   produce <topic> [value…]  publish values, or stdin lines
-  consume <topic>           print records, following the topic
+  consume <topic>           print records, following the topic (--group g
+                            --mode queue: as a queue member, acking each)
   groups list               list consumer groups
   groups describe <group>   a group's members, offsets and lag
   groups seek <group>       move a group's committed offsets
+  groups create <group>     create a stream, queue or key_shared group
+  groups delete <group>     delete a group and its state
+  dlq list --group <group>  print a queue group's dead letters
+  dlq redrive --group <g>   republish dead letters
 
 Run \`dakghar <command> --help\` for a command's options.
 
@@ -61,6 +66,10 @@ const commands: Record<
   groups: async () => {
     const { runGroups, groupsUsage } = await import("./cli/groups.ts");
     return { run: runGroups, usage: groupsUsage };
+  },
+  dlq: async () => {
+    const { runDlq, dlqUsage } = await import("./cli/dlq.ts");
+    return { run: runDlq, usage: dlqUsage };
   },
 };
 

@@ -5,6 +5,7 @@
  */
 import process from "node:process";
 import { parseArgs, type ParseArgsConfig } from "node:util";
+import type { RecordFilter } from "../broker.ts";
 import type { DakgharClientError } from "../client/errors.ts";
 
 /**
@@ -199,4 +200,44 @@ export function expectPositionals(positionals: string[], names: string[]) {
       `Unexpected argument: ${positionals[names.length]}`,
     );
   }
+}
+
+/**
+ * Parses repeated `--header name=value` options into a map.
+ *
+ * @param texts the options' texts, or undefined when absent
+ * @returns name to value (the last wins); empty when none
+ * @throws {UsageError} for one without `=` or a name
+ */
+export function parseHeaders(
+  texts: string[] | undefined,
+): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const text of texts ?? []) {
+    const equals = text.indexOf("=");
+    if (equals <= 0) {
+      throw new UsageError(`Cannot parse --header: ${text} (name=value)`);
+    }
+    headers[text.slice(0, equals)] = text.slice(equals + 1);
+  }
+  return headers;
+}
+
+/**
+ * The exact filter of repeated `--tag` and `--header name=value` options.
+ *
+ * @param tags the `--tag` values, or undefined
+ * @param headers the `--header` values, or undefined
+ * @returns the filter, or undefined when neither was given
+ * @throws {UsageError} for a header without `=` or a name
+ */
+export function parseFilter(
+  tags: string[] | undefined,
+  headers: string[] | undefined,
+): RecordFilter | undefined {
+  if (!tags?.length && !headers?.length) return undefined;
+  return {
+    ...(tags?.length ? { tags } : {}),
+    ...(headers?.length ? { headers: parseHeaders(headers) } : {}),
+  };
 }

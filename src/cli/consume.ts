@@ -21,9 +21,11 @@ import {
   globalUsage,
   parseCommand,
   parseCount,
+  parseFilter,
   parseFrom,
   UsageError,
 } from "./_args.ts";
+import { runQueueConsume } from "./consume_queue.ts";
 import { standardOutput } from "./_output.ts";
 
 /** The help text of `dakghar consume`. */
@@ -33,6 +35,13 @@ Prints each record on its own line and follows the topic until interrupted.
 
 Options:
   --group <group>       consume as a member of this group, committing as it goes
+  --mode queue|key_shared
+                        with --group: join as a queue (or key_shared) member,
+                        creating the group with default settings if needed;
+                        each record is acked once printed
+  --queue               the same as --mode queue
+  --tag <tag>           only records with this tag (repeat: all of them)
+  --header <name=value> only records with this header value (repeat: all)
   --from <position>     earliest, latest, an offset or an ISO time (earliest);
                         a group takes earliest or latest, for partitions it
                         never committed
@@ -70,6 +79,10 @@ export async function runConsume(args: string[]): Promise<number> {
     max: { type: "string" },
     "no-follow": { type: "boolean" },
     format: { type: "string" },
+    mode: { type: "string" },
+    queue: { type: "boolean" },
+    tag: { type: "string", multiple: true },
+    header: { type: "string", multiple: true },
   });
   const output = standardOutput();
   if (values.help) {
@@ -98,6 +111,34 @@ export async function runConsume(args: string[]): Promise<number> {
   }
   if (group !== undefined && partition !== undefined) {
     throw new UsageError("--partition reads without a group");
+  }
+  const filter = parseFilter(values.tag, values.header);
+  const mode = (values.mode as string | undefined) ??
+    (values.queue ? "queue" : undefined);
+  if (mode !== undefined && mode !== "stream") {
+    if (mode !== "queue" && mode !== "key_shared") {
+      throw new UsageError(
+        `Cannot parse --mode: ${mode} (queue, key_shared or stream)`,
+      );
+    }
+    if (group === undefined) {
+      throw new UsageError(`--mode ${mode} needs --group`);
+    }
+    if (values.from !== undefined) {
+      throw new UsageError("A queue member takes no --from");
+    }
+    if (noFollow) throw new UsageError("A queue member takes no --no-follow");
+    if (max === 0) return 0;
+    return runQueueConsume({
+      connection,
+      topic,
+      group,
+      mode,
+      max,
+      format,
+      filter,
+      WebSocket: await webSocketClass(),
+    });
   }
   if (max === 0) return 0;
 
@@ -153,18 +194,40 @@ export async function runConsume(args: string[]): Promise<number> {
   process.on("SIGINT", () => stop(0));
   process.on("SIGTERM", () => stop(0));
   output.closed.then(() => stop(0));
-  subscription = await client.subscribe({
-    topic,
-    ...(group === undefined ? {} : { group }),
-    from,
-    ...(partition === undefined ? {} : { partitions: [partition] }),
-    bufferSize: Math.min(max ?? BUFFER_RECORDS, BUFFER_RECORDS),
-    // Commits follow what is written, not what is taken from the iterator.
-    autoCommit: false,
-    // A CLI run that loses its broker says so and exits 1.
-    reconnect: false,
-    onEvent,
-  });
+  try {
+    subscription = await client.subscribe({
+      topic,
+      ...(group === undefined ? {} : { group }),
+      from,
+      ...(partition === undefined ? {} : { partitions: [partition] }),
+      ...(filter === undefined ? {} : { filter }),
+      bufferSize: Math.min(max ?? BUFFER_RECORDS, BUFFER_RECORDS),
+      // Commits follow what is written, not what is taken from the iterator.
+      autoCommit: false,
+      // A CLI run that loses its broker says so and exits 1.
+      reconnect: false,
+      onEvent,
+    });
+  } catch (error) {
+    // A group created as a queue: consume as its member, as --mode says.
+    const groupMode = error instanceof DakgharClientError
+      ? error.context.mode
+      : undefined;
+    if (
+      group === undefined || values.from !== undefined || noFollow ||
+      (groupMode !== "queue" && groupMode !== "key_shared")
+    ) throw error;
+    return runQueueConsume({
+      connection,
+      topic,
+      group,
+      mode: groupMode,
+      max,
+      format,
+      filter,
+      WebSocket: await webSocketClass(),
+    });
+  }
   // `assigned` may have come with the subscription's confirmation.
   if (noFollow && caughtUp()) stop(0);
 

@@ -1,11 +1,13 @@
 /**
- * `dakghar groups list|describe|seek`.
+ * `dakghar groups list|describe|seek|create|delete`.
  */
+import type { GroupMode, QueueSettings } from "../broker.ts";
 import {
   expectPositionals,
   globalUsage,
   parseCommand,
   parseCount,
+  parseFilter,
   parseFrom,
   UsageError,
 } from "./_args.ts";
@@ -20,6 +22,15 @@ export const groupsUsage = `Usage:
       moves the group's committed offsets, also while members consume:
       --to earliest, latest, an offset or an ISO time; --partition repeats
       (default: every partition). Prints the new offsets as JSON.
+  dakghar groups create <group> --topic <topic> --mode queue|key_shared|stream
+      [--from earliest|latest] [--tag <tag> ...] [--header <name=value> ...]
+      [--ack-timeout-ms <n>] [--max-deliveries <n>] [--dead-letter-topic <topic>]
+      [--backoff-initial-ms <n>] [--backoff-max-ms <n>] [--max-unsettled <n>]
+      creates a group with a mode, or changes an existing one's queue
+      settings (mode, topic and filter are fixed: another one exits 1 with
+      group_exists). --tag and --header make the group's filter. Prints the
+      settings as JSON.
+  dakghar groups delete <group>    removes the group, its members and state
 
 ${globalUsage}`;
 
@@ -38,6 +49,16 @@ export async function runGroups(args: string[]): Promise<number> {
     topic: { type: "string" },
     to: { type: "string" },
     partition: { type: "string", multiple: true },
+    mode: { type: "string" },
+    from: { type: "string" },
+    tag: { type: "string", multiple: true },
+    header: { type: "string", multiple: true },
+    "ack-timeout-ms": { type: "string" },
+    "max-deliveries": { type: "string" },
+    "dead-letter-topic": { type: "string" },
+    "backoff-initial-ms": { type: "string" },
+    "backoff-max-ms": { type: "string" },
+    "max-unsettled": { type: "string" },
   });
   const output = standardOutput();
   if (values.help) {
@@ -80,9 +101,66 @@ export async function runGroups(args: string[]): Promise<number> {
       await output.write(`${JSON.stringify(answer, null, 2)}\n`);
       return 0;
     }
+    case "create": {
+      expectPositionals(rest, ["group name"]);
+      if (values.topic === undefined) throw new UsageError("Missing --topic");
+      const mode = values.mode as string | undefined;
+      if (mode === undefined) throw new UsageError("Missing --mode");
+      if (!groupModes.includes(mode as GroupMode)) {
+        throw new UsageError(
+          `Cannot parse --mode: ${mode} (queue, key_shared or stream)`,
+        );
+      }
+      const from = values.from as string | undefined;
+      if (from !== undefined && from !== "earliest" && from !== "latest") {
+        throw new UsageError(
+          `Cannot parse --from: ${from} (earliest or latest)`,
+        );
+      }
+      const filter = parseFilter(values.tag, values.header);
+      const answer = await client.createGroup(rest[0], {
+        topic: values.topic,
+        mode: mode as GroupMode,
+        ...(from === undefined ? {} : { from }),
+        ...(filter === undefined ? {} : { filter }),
+        ...queueSettings(values),
+      });
+      await output.write(`${JSON.stringify(answer, null, 2)}\n`);
+      return 0;
+    }
+    case "delete": {
+      expectPositionals(rest, ["group name"]);
+      await client.deleteGroup(rest[0]);
+      return 0;
+    }
     case undefined:
-      throw new UsageError("Missing subcommand: list, describe or seek");
+      throw new UsageError(
+        "Missing subcommand: list, describe, seek, create or delete",
+      );
     default:
       throw new UsageError(`Unknown subcommand: groups ${subcommand}`);
   }
+}
+
+const groupModes: GroupMode[] = ["queue", "key_shared", "stream"];
+
+/** The queue settings given on the command line, by their option names. */
+function queueSettings(
+  values: Record<string, string | undefined>,
+): Partial<QueueSettings> {
+  const settings: Partial<QueueSettings> = {};
+  const counts = {
+    ackTimeoutMs: "ack-timeout-ms",
+    maxDeliveries: "max-deliveries",
+    backoffInitialMs: "backoff-initial-ms",
+    backoffMaxMs: "backoff-max-ms",
+    maxUnsettled: "max-unsettled",
+  } as const;
+  for (const [field, option] of Object.entries(counts)) {
+    const count = parseCount(values[option], option);
+    if (count !== undefined) settings[field as keyof typeof counts] = count;
+  }
+  const deadLetterTopic = values["dead-letter-topic"];
+  if (deadLetterTopic !== undefined) settings.deadLetterTopic = deadLetterTopic;
+  return settings;
 }

@@ -10,7 +10,13 @@ import { errorFromBody } from "../client/errors.ts";
 import type { OutgoingRecord } from "../client/records.ts";
 import { DakgharError } from "../errors.ts";
 import { parseProducerRecord } from "../http/json_records.ts";
-import { globalUsage, parseCommand, parseCount, UsageError } from "./_args.ts";
+import {
+  globalUsage,
+  parseCommand,
+  parseCount,
+  parseHeaders,
+  UsageError,
+} from "./_args.ts";
 import { standardOutput } from "./_output.ts";
 
 /** The help text of `dakghar produce`. */
@@ -24,8 +30,18 @@ Options:
   --key <key>              every record's key (picks the partition)
   --header <name=value>    a header on every record; repeat for more
   --partition <n>          publish to this partition instead of by key
+  --tag <tag>              a tag on every record (filters select on it);
+                           repeat for more
+  --delay-ms <n>           hold every record back n ms: it is appended, and
+                           visible to consumers, when due
+  --deliver-at <time>      hold every record back until this broker time
+                           (ms since epoch or ISO 8601); wins over --delay-ms
   --json                   each line or value is a producer JSON record
                            {"key":…,"value":…,"headers":{…}} (docs/protocol.md)
+
+Delayed records print one JSON line each, {"partition","delayId","dueAt"}:
+the delayId cancels the record before it is due (DELETE
+/topics/<topic>/delayed/<delayId>). Other records print nothing.
 
 ${globalUsage}`;
 
@@ -54,6 +70,9 @@ export async function runProduce(args: string[]): Promise<number> {
     header: { type: "string", multiple: true },
     partition: { type: "string" },
     json: { type: "boolean" },
+    tag: { type: "string", multiple: true },
+    "delay-ms": { type: "string" },
+    "deliver-at": { type: "string" },
   });
   if (values.help) {
     await standardOutput().write(`${produceUsage}\n`);
@@ -62,15 +81,14 @@ export async function runProduce(args: string[]): Promise<number> {
   const [topic, ...argumentValues] = positionals;
   if (topic === undefined) throw new UsageError("Missing topic");
 
-  const headers: Record<string, string> = {};
-  for (const header of (values.header ?? []) as string[]) {
-    const equals = header.indexOf("=");
-    if (equals <= 0) {
-      throw new UsageError(`Cannot parse --header: ${header} (name=value)`);
-    }
-    headers[header.slice(0, equals)] = header.slice(equals + 1);
-  }
+  const headers = parseHeaders(values.header);
+  const delayMs = parseCount(values["delay-ms"], "delay-ms");
+  const deliverAt = parseDeliverAt(values["deliver-at"]);
+  const tags = values.tag as string[] | undefined;
   const defaults: ProducerRecord = {
+    ...(tags === undefined ? {} : { tags }),
+    ...(delayMs === undefined ? {} : { delayMs }),
+    ...(deliverAt === undefined ? {} : { deliverAt }),
     ...(values.key === undefined ? {} : { key: values.key }),
     ...(Object.keys(headers).length ? { headers } : {}),
     ...(values.partition === undefined
@@ -95,8 +113,22 @@ export async function runProduce(args: string[]): Promise<number> {
   };
 
   const client = new DakgharClient(connection);
-  const publish = (records: OutgoingRecord[]) =>
-    client.publishBatch(topic, records, { via: "http" });
+  const output = standardOutput();
+  const publish = async (records: OutgoingRecord[]) => {
+    const positions = await client.publishBatch(topic, records, {
+      via: "http",
+    });
+    const delayed = positions.filter((position) =>
+      position.delayId !== undefined
+    );
+    if (delayed.length > 0) {
+      await output.write(
+        delayed.map(({ partition, delayId, dueAt }) =>
+          `${JSON.stringify({ partition, delayId, dueAt })}\n`
+        ).join(""),
+      );
+    }
+  };
 
   if (argumentValues.length > 0) {
     const encoder = new TextEncoder();
@@ -109,6 +141,31 @@ export async function runProduce(args: string[]): Promise<number> {
   }
   await publishLines(toRecord, publish);
   return 0;
+}
+
+/** `--deliver-at` as ms since epoch: digits, or an ISO 8601 time. */
+function parseDeliverAt(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (/^\d+$/.test(text)) return Number(text);
+  const time = /^\d{4}-\d{2}-\d{2}/.test(text) ? Date.parse(text) : NaN;
+  if (Number.isNaN(time)) {
+    throw new UsageError(
+      `Cannot parse --deliver-at: ${text} (ms since epoch or an ISO time)`,
+    );
+  }
+  return time;
+}
+
+/** The named fields of a JSON record that are present, passed on as they are. */
+function pick(
+  json: ProducerRecord,
+  names: string[],
+): Record<string, unknown> {
+  const picked: Record<string, unknown> = {};
+  for (const name of names) {
+    if (json[name] !== undefined) picked[name] = json[name];
+  }
+  return picked;
 }
 
 function parseJsonRecord(line: Uint8Array, lineNumber: number) {
@@ -153,6 +210,7 @@ function toOutgoingRecord(
       ? {}
       : { headers: json.headers as Record<string, string | null> }),
     ...(parsed.partition === undefined ? {} : { partition: parsed.partition }),
+    ...pick(json, ["tags", "delayMs", "deliverAt"]),
     // Without one the broker stamps the record, as it does over HTTP.
     ...(json.timestamp === undefined ? {} : { timestamp: parsed.timestamp }),
   };

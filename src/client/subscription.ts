@@ -441,6 +441,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
           throw new DakgharClientError(
             "bad_request",
             `Group ${this.group} is a ${reply.mode} group: subscribe with mode "${reply.mode}" to settle each message`,
+            { context: { mode: reply.mode } },
           );
         }
         const sub = String(reply.sub);
