@@ -34,13 +34,16 @@
  * the same id inside it gives them back, else they move to the others.
  *
  * Coordinator steps of one group (rebalance, hand-out, seek) run one at a
- * time, in the order asked. `mode` is stored with every group so queue
- * groups (per-message acks) can sit beside stream groups.
+ * time, in the order asked. `mode` and the settings a group was created
+ * with are stored with every group, so queue groups sit beside stream
+ * groups; this class keeps only their settings (their members and
+ * deliveries are src/router/queue_dispatcher.ts's).
  */
 import type {
   GroupDescription,
   GroupMode,
   GroupPartitionDescription,
+  GroupSettings,
   GroupSummary,
   MemberHandle,
   StartPosition,
@@ -122,6 +125,8 @@ interface Group {
   targets: Map<string, Map<number, string>>;
   /** Tail of this group's chain of steps. */
   steps: Promise<void>;
+  /** Set when created with settings (always for queue groups). */
+  settings?: GroupSettings;
 }
 
 /** Where a seek lands, per partition. */
@@ -216,6 +221,7 @@ export class GroupCoordinator {
   load(): void {
     for (const stored of this.#options.store.load()) {
       const group = this.#newGroup(stored.name, stored.mode);
+      if (stored.settings !== undefined) group.settings = stored.settings;
       for (const [topic, partitions] of Object.entries(stored.offsets)) {
         const offsets = new Map<number, number>();
         for (const [partition, offset] of Object.entries(partitions)) {
@@ -249,6 +255,13 @@ export class GroupCoordinator {
       throw new DakgharError("bad_request", `Invalid start position: ${from}`);
     }
     const group = this.#group(name);
+    if (group.mode !== "stream") {
+      throw new DakgharError(
+        "bad_request",
+        `Cannot join group ${name} as a stream member: it is a ${group.mode} group`,
+        { group: name, mode: group.mode },
+      );
+    }
     const previous = group.members.get(member.id);
     if (previous !== undefined && previous.topic !== topic) {
       this.#remove(group, previous, true);
@@ -550,6 +563,7 @@ export class GroupCoordinator {
     return {
       name: group.name,
       mode: group.mode,
+      ...(group.settings === undefined ? {} : { settings: group.settings }),
       generation: group.generation,
       members: [...group.members].sort(([a], [b]) => a < b ? -1 : 1).map((
         [id, member],
@@ -563,6 +577,78 @@ export class GroupCoordinator {
       })),
       partitions,
     };
+  }
+
+  /**
+   * Stores the settings of a new group, or the new queue settings of an
+   * existing one; the caller checked them. A stream group made by a join
+   * gains its settings this way.
+   *
+   * @returns resolves once the group file is on disk
+   */
+  saveSettings(name: string, settings: GroupSettings): Promise<void> {
+    validateGroupName(name);
+    let group = this.#groups.get(name);
+    if (group === undefined) {
+      group = this.#newGroup(name, settings.mode);
+      this.#groups.set(name, group);
+    }
+    group.settings = settings;
+    return this.#options.store.save(name, () => this.#snapshot(group));
+  }
+
+  /**
+   * A group's mode and settings: undefined for an unknown group, `settings`
+   * undefined for a stream group made by a member's join, `topics` the
+   * topics it has members or offsets on.
+   */
+  groupInfo(
+    name: string,
+  ):
+    | { mode: GroupMode; settings?: GroupSettings; topics: string[] }
+    | undefined {
+    const group = this.#groups.get(name);
+    if (group === undefined) return undefined;
+    const topics = new Set(group.committed.keys());
+    for (const member of group.members.values()) topics.add(member.topic);
+    return {
+      mode: group.mode,
+      settings: group.settings,
+      topics: [...topics].sort(),
+    };
+  }
+
+  /** Names and settings of every group created with settings. */
+  groupsWithSettings(): { name: string; settings: GroupSettings }[] {
+    return [...this.#groups.values()].flatMap((group) =>
+      group.settings === undefined
+        ? []
+        : [{ name: group.name, settings: group.settings }]
+    );
+  }
+
+  /**
+   * Deletes a group: its members hear `onRevocation` and are removed, its
+   * file goes.
+   *
+   * @throws DakgharError unknown_group
+   */
+  async deleteGroup(name: string): Promise<void> {
+    const group = this.#groups.get(name);
+    if (group === undefined) {
+      throw new DakgharError("unknown_group", `Group not found: ${name}`, {
+        group: name,
+      });
+    }
+    this.#groups.delete(name);
+    for (const member of [...group.members.values()]) {
+      this.#remove(group, member, true);
+    }
+    await group.steps.catch(() => {});
+    await this.#options.store.drain();
+    // A join racing the delete may have made a new group of that name.
+    if (!this.#groups.has(name)) this.#options.store.remove(name);
+    this.#options.log.info("group deleted", { group: name });
   }
 
   /** Every group, sorted by name. */
@@ -654,7 +740,12 @@ export class GroupCoordinator {
     for (const [topic, partitions] of group.committed) {
       offsets[topic] = Object.fromEntries(partitions);
     }
-    return { name: group.name, mode: group.mode, offsets };
+    return {
+      name: group.name,
+      mode: group.mode,
+      offsets,
+      ...(group.settings === undefined ? {} : { settings: group.settings }),
+    };
   }
 
   /**
@@ -740,7 +831,10 @@ export class GroupCoordinator {
         members: group.members.size,
       });
     }
-    if (group.members.size === 0 && group.committed.size === 0) {
+    if (
+      group.members.size === 0 && group.committed.size === 0 &&
+      group.settings === undefined && this.#groups.get(group.name) === group
+    ) {
       this.#groups.delete(group.name);
     }
   }

@@ -4,12 +4,19 @@
  *
  *   { "name": "billing", "mode": "stream",
  *     "offsets": { "orders": { "0": 1200, "2": 87 } } }
+ *   { "name": "mailer", "mode": "queue", "offsets": {},
+ *     "settings": { "topic": "orders", "mode": "queue", "from": "earliest",
+ *                   "filter": null, "queue": { "ackTimeoutMs": 30000, ... } } }
+ *
+ * `settings` is present for groups created with them (`createGroup`); a
+ * file without it is a stream group made by a member's join. A queue
+ * group's per-record state lives with its partitions, not here.
  *
  * Writes are coalesced per group: while one write runs, every commit that
  * arrives joins the next write, which snapshots the state when it starts.
  * A commit resolves once a write that started after it has finished.
  */
-import type { GroupMode } from "../broker.ts";
+import type { GroupMode, GroupSettings } from "../broker.ts";
 import type { Logger } from "../logger.ts";
 import type { FileSystem } from "../runtime/types.ts";
 
@@ -19,7 +26,11 @@ export interface StoredGroup {
   mode: GroupMode;
   /** topic → partition (as a decimal string) → next offset to consume. */
   offsets: Record<string, Record<string, number>>;
+  /** How the group was created; absent for a stream group made by a join. */
+  settings?: GroupSettings;
 }
+
+const storedModes: readonly GroupMode[] = ["stream", "queue", "key_shared"];
 
 interface Deferred {
   promise: Promise<void>;
@@ -71,13 +82,27 @@ export class OffsetStore {
         const parsed = JSON.parse(
           new TextDecoder().decode(this.#fs.readFile(path)),
         ) as StoredGroup;
-        if (typeof parsed.name !== "string" || parsed.mode !== "stream") {
-          throw new Error("not a stream group file");
+        if (
+          typeof parsed.name !== "string" || !storedModes.includes(parsed.mode)
+        ) {
+          throw new Error("not a group file");
+        }
+        const settings = parsed.settings;
+        if (
+          settings !== undefined &&
+          (typeof settings !== "object" || settings === null ||
+            settings.mode !== parsed.mode)
+        ) {
+          throw new Error("settings do not match the group's mode");
+        }
+        if (parsed.mode !== "stream" && settings === undefined) {
+          throw new Error("queue group without settings");
         }
         groups.push({
           name: parsed.name,
           mode: parsed.mode,
           offsets: parsed.offsets ?? {},
+          ...(settings === undefined ? {} : { settings }),
         });
       } catch (error) {
         this.#log.warn("skipping group file", { path, error });

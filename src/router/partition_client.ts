@@ -57,7 +57,22 @@ export interface ReplyFor {
   close: Extract<PartitionMessage, { type: "closed" }>;
   cancel: never;
   init: Extract<PartitionMessage, { type: "ready" }>;
+  qconfig: Extract<PartitionMessage, { type: "qconfigured" }>;
+  qfetch: Extract<PartitionMessage, { type: "deliveries" }>;
+  qsettle: Extract<PartitionMessage, { type: "qsettled" }>;
+  /** The release frees the member's deliveries like a settlement. */
+  qrelease: Extract<PartitionMessage, { type: "qsettled" }>;
+  qdescribe: Extract<PartitionMessage, { type: "qstats" }>;
+  qdeadDone: Extract<PartitionMessage, { type: "qsettled" }>;
+  schedule: Extract<PartitionMessage, { type: "scheduled" }>;
+  unschedule: Extract<PartitionMessage, { type: "unscheduled" }>;
 }
+
+/** What a partition actor sends unasked about its queue groups. */
+export type QueueNotice = Extract<
+  PartitionMessage,
+  { type: "qready" | "qexpired" | "qdead" }
+>;
 
 interface Pending {
   resolve: (message: PartitionMessage) => void;
@@ -74,6 +89,19 @@ export interface PartitionClientOptions {
   config: PartitionLogConfig;
   startWorker: Runtime["startWorker"];
   log: Logger;
+  /**
+   * Called on every start of an actor, right after `init` is posted and
+   * before any request held during the backoff: requests made from it (a
+   * queue group's `qconfig`) reach the new actor first. `epoch` counts the
+   * starts, from 1.
+   */
+  onStart?(client: PartitionClient, epoch: number): void;
+  /** Called with each `qready`, `qexpired` and `qdead` the actor sends. */
+  onQueueNotice?(
+    client: PartitionClient,
+    notice: QueueNotice,
+    epoch: number,
+  ): void;
 }
 
 /** One partition actor as the router sees it. */
@@ -93,6 +121,7 @@ export class PartitionClient {
   #startedAt = 0;
   #restartTimer: ReturnType<typeof setTimeout> | undefined;
   #ready: Promise<PartitionStats> = Promise.resolve(null as never);
+  #epoch = 0;
 
   constructor(options: PartitionClientOptions) {
     this.topic = options.topic;
@@ -189,6 +218,14 @@ export class PartitionClient {
     await worker?.terminate();
   }
 
+  /**
+   * How many times the actor was started; a restart raises it. Work tied
+   * to one actor's life (a dead-letter `seq`) is dropped once it moves on.
+   */
+  get epoch(): number {
+    return this.#epoch;
+  }
+
   /** The worker handle, for tests that kill actors. */
   get worker(): WorkerHandle | null {
     return this.#worker;
@@ -196,6 +233,7 @@ export class PartitionClient {
 
   #start(): void {
     this.#state = "starting";
+    this.#epoch++;
     this.#startedAt = Date.now();
     const { topic, partition, dir, config } = this.#options;
     let worker: WorkerHandle;
@@ -260,11 +298,17 @@ export class PartitionClient {
       ]);
     });
 
-    for (const { message, pending } of this.#queued) {
+    const queued = this.#queued;
+    this.#queued = [];
+    try {
+      this.#options.onStart?.(this, this.#epoch);
+    } catch (error) {
+      this.#log.error("partition start hook failed", { error });
+    }
+    for (const { message, pending } of queued) {
       this.#pending.set(message.id, pending);
       send(port, message);
     }
-    this.#queued = [];
   }
 
   #receive(worker: WorkerHandle, data: unknown): void {
@@ -277,6 +321,15 @@ export class PartitionClient {
       case "fatal":
         return this.#died(worker, `${message.code}: ${message.message}`);
       case "started":
+        return;
+      case "qready":
+      case "qexpired":
+      case "qdead":
+        try {
+          this.#options.onQueueNotice?.(this, message, this.#epoch);
+        } catch (error) {
+          this.#log.error("queue notice handler failed", { error });
+        }
         return;
     }
     const pending = this.#pending.get(message.id);

@@ -28,11 +28,12 @@ export const defaultTopicConfig: Readonly<TopicConfig> = Object.freeze({
   flushIntervalMs: 1000,
   segmentBytes: 128 * MiB,
   segmentMs: 7 * DAY_MS,
+  retentionDropsUnsettled: false,
 });
 
 // Inclusive bounds; `unlimited` allows -1 as well.
 const limits: Record<
-  Exclude<keyof TopicConfig, "flush">,
+  Exclude<keyof TopicConfig, "flush" | "retentionDropsUnsettled">,
   { min: number; max: number; unlimited?: true }
 > = {
   partitions: { min: 1, max: 1024 },
@@ -85,6 +86,13 @@ export function resolveTopicConfig(
         throw invalidConfig(key, value, 'expected "sync" or "interval"');
       }
       config.flush = value;
+      continue;
+    }
+    if (key === "retentionDropsUnsettled") {
+      if (typeof value !== "boolean") {
+        throw invalidConfig(key, value, "expected true or false");
+      }
+      config.retentionDropsUnsettled = value;
       continue;
     }
     // Own keys only: `constructor` or `__proto__` would find Object.prototype.
