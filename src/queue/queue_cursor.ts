@@ -1,0 +1,973 @@
+/**
+ * One queue or key_shared group's progress on one partition
+ * (docs/queues.md, "Where the state lives"): pure logic over a record
+ * source and a clock passed in, so it runs without workers or timers.
+ *
+ * Per-record state lives in typed arrays indexed by `offset & mask`, a ring
+ * covering the window [floor, end): the delivery state, the attempt
+ * (deliveries so far), the member and deadline of the current delivery, and
+ * the record's bytes. The ring doubles when the window outgrows it. Heaps of
+ * number tuples order deadlines, nack delays and redeliveries; only
+ * failures (a Map) and key_shared keys allocate per record.
+ *
+ * | state     | meaning                                             | settle with its attempt |
+ * | --------- | --------------------------------------------------- | ----------------------- |
+ * | FREE      | not delivered since the cursor was loaded           | refused                 |
+ * | PENDING   | never delivered, its key just came free (in ready)  | refused                 |
+ * | IN_FLIGHT | delivered, deadline running                         | taken                   |
+ * | EXPIRED   | deadline passed or member released (in ready)       | taken (not extend)      |
+ * | NACKED    | nacked, waiting for its delay (waiting, then ready) | refused                 |
+ * | PARKED    | key_shared: an earlier record of its key unsettled  | refused                 |
+ * | DEAD      | its dead letter is on its way                       | refused                 |
+ * | SETTLED   | acked, filtered out, or dead letter appended        | refused                 |
+ */
+import type { QueueCursorConfig, QueueCursorStats } from "../envelope.ts";
+import {
+  BATCH_HEADER_BYTES,
+  batchBaseOffset,
+  batchLength,
+  batchRecordCount,
+  sliceBatches,
+} from "../log/record_batch.ts";
+import { FreedTally } from "./freed_tally.ts";
+import { NumberHeap } from "./number_heap.ts";
+import type {
+  DeadReason,
+  FailureState,
+  QueueCursorState,
+} from "./queue_state.ts";
+
+/** True when the record whose recordLength field is at `recordStart` passes the filter. */
+export type RecordMatcher = (bytes: Uint8Array, recordStart: number) => boolean;
+
+/** Where a cursor reads records: a PartitionLog fits. */
+export interface RecordSource {
+  readonly logStartOffset: number;
+  /** Offsets below it are visible. */
+  readonly highWatermark: number;
+  /** Whole batches from the one holding `offset`, at least one when any is visible. */
+  read(offset: number, maxBytes: number): Uint8Array;
+}
+
+/** What `fetch` hands out: the fields of a `deliveries` message. */
+export interface QueueFetch {
+  bytes: Uint8Array;
+  records: number;
+  /** Flat [offset, attempt] pairs for attempts above 1. */
+  redelivered: number[];
+  /** Records were still deliverable afterwards. */
+  more: boolean;
+}
+
+/** What `settle` did: the fields of a `qsettled` message. */
+export interface QueueSettleOutcome {
+  settled: number;
+  refused: { offset: number; attempt: number; code: "stale_receipt" }[];
+  /** Flat [member, records, bytes] triples of in-flight deliveries ended. */
+  freed: number[];
+}
+
+/** A record to dead-letter, with what its provenance headers need. */
+export interface DeadLetterNote {
+  offset: number;
+  deliveries: number;
+  reason: Exclude<DeadReason, "">;
+  error: string | null;
+  firstFailedAt: number;
+}
+
+/** A nack delay or extension is at most this long. */
+export const EXTEND_MAX_MS = 12 * 60 * 60 * 1000;
+
+/** A fetch examines at most this many log bytes, so a filter skipping most records cannot stall the actor. */
+const EXAMINE_BYTES_MAX = 4 * 1024 * 1024;
+const READ_BYTES_MIN = 64 * 1024;
+const RING_MIN = 1024;
+
+const FREE = 0;
+const PENDING = 1;
+const IN_FLIGHT = 2;
+const EXPIRED = 3;
+const NACKED = 4;
+const PARKED = 5;
+const DEAD = 6;
+const SETTLED = 7;
+
+interface Failure {
+  firstFailedAt: number;
+  error: string | null;
+  dead: DeadReason;
+}
+
+function readU32(bytes: Uint8Array, p: number): number {
+  return (bytes[p] | (bytes[p + 1] << 8) | (bytes[p + 2] << 16) |
+    (bytes[p + 3] << 24)) >>> 0;
+}
+
+/**
+ * The key of the record at `recordStart` as a string (one char per byte),
+ * or null when it has none.
+ */
+function keyAt(bytes: Uint8Array, recordStart: number): string | null {
+  const length = readU32(bytes, recordStart + 12) | 0;
+  if (length < 0) return null;
+  const from = recordStart + 16;
+  let key = "k";
+  for (let i = 0; i < length; i += 4096) {
+    key += String.fromCharCode(
+      ...bytes.subarray(from + i, from + Math.min(length, i + 4096)),
+    );
+  }
+  return key;
+}
+
+/** A group's cursor on one partition. */
+export class QueueCursor {
+  #config: QueueCursorConfig;
+  readonly #matcher: RecordMatcher | null;
+  readonly #random: () => number;
+
+  /** Every offset below is settled. */
+  #floor: number;
+  /** The lowest offset never examined. */
+  #readOffset: number;
+  /** Offsets from here on have no state in the ring. */
+  #end: number;
+  #mask = RING_MIN - 1;
+  #state = new Uint8Array(RING_MIN);
+  #attempt = new Uint32Array(RING_MIN);
+  #member = new Int32Array(RING_MIN);
+  /** In flight: the ack deadline; nacked: when it is due again. */
+  #deadline = new Float64Array(RING_MIN);
+  /** The record's size; once delivered, the bytes charged to its member. */
+  #bytes = new Uint32Array(RING_MIN);
+  readonly #counts = new Int32Array(8);
+
+  readonly #failures = new Map<number, Failure>();
+  #pendingDead: number[] = [];
+  /** (due, offset) of nacked records. */
+  readonly #waiting = new NumberHeap(2);
+  /** Offsets deliverable again, lowest first. */
+  readonly #ready = new NumberHeap(1);
+  /** (deadline, first offset, count) per delivered run. */
+  readonly #deadlines = new NumberHeap(3);
+  /** key_shared: the unsettled offsets of each key in order; the head may go out. */
+  readonly #keys = new Map<string, number[]>();
+  readonly #keyOf = new Map<number, string>();
+  #deadLettered = 0;
+  #lostToRetention = 0;
+  /** Offsets below it were delivered at least once, in this life or before. */
+  #deliveredMark = 0;
+  readonly #entry = [0, 0, 0];
+
+  /**
+   * @param config the group's settings on this partition
+   * @param matcher the compiled filter, or null for none
+   * @param start the state file's content, or where to start without one
+   * @param random for the backoff jitter
+   */
+  constructor(
+    config: QueueCursorConfig,
+    matcher: RecordMatcher | null,
+    start: QueueCursorState | { floor: number },
+    random: () => number = Math.random,
+  ) {
+    this.#config = config;
+    this.#matcher = matcher;
+    this.#random = random;
+    this.#floor = start.floor;
+    this.#readOffset = start.floor;
+    this.#end = start.floor;
+    if ("settled" in start) this.#load(start);
+  }
+
+  /** The group's settings. */
+  get config(): QueueCursorConfig {
+    return this.#config;
+  }
+
+  /** Every offset below it is settled. */
+  get floor(): number {
+    return this.#floor;
+  }
+
+  /** The lowest offset never examined. */
+  get readOffset(): number {
+    return this.#readOffset;
+  }
+
+  /** Takes new settings; mode and filter stay as created. */
+  configure(config: QueueCursorConfig): void {
+    this.#config = config;
+  }
+
+  /**
+   * Hands out up to `maxRecords` records to `member`: due redeliveries
+   * first (lowest offset first), then new records from the read offset.
+   * Records not matching the filter are settled on the way.
+   *
+   * @param maxBytes soft: at least one record goes out when any is ready
+   * @param now the broker clock, ms
+   */
+  fetch(
+    member: number,
+    maxRecords: number,
+    maxBytes: number,
+    now: number,
+    source: RecordSource,
+  ): QueueFetch {
+    this.dropBelow(source.logStartOffset);
+    this.#promoteDue(now);
+    const delivery = {
+      pieces: [] as Uint8Array[],
+      records: 0,
+      bytes: 0,
+      redelivered: [] as number[],
+      deadline: now + this.#config.ackTimeoutMs,
+      member,
+    };
+    this.#fetchReady(delivery, maxRecords, maxBytes, now, source);
+    this.#fetchNew(delivery, maxRecords, maxBytes, now, source);
+    this.#advanceFloor();
+
+    let bytes: Uint8Array;
+    const only = delivery.pieces[0];
+    if (
+      delivery.pieces.length === 1 && only.byteOffset === 0 &&
+      only.length === only.buffer.byteLength
+    ) {
+      bytes = only;
+    } else {
+      bytes = new Uint8Array(delivery.bytes);
+      let o = 0;
+      for (const piece of delivery.pieces) {
+        bytes.set(piece, o);
+        o += piece.length;
+      }
+    }
+    return {
+      bytes,
+      records: delivery.records,
+      redelivered: delivery.redelivered,
+      more: this.hasDeliverable(now, source.highWatermark),
+    };
+  }
+
+  /**
+   * Settles deliveries: `acks` as flat [offset, count, attempt] triples,
+   * `items` one nack, reject or extend each. A settlement whose attempt is
+   * not the record's current delivery is refused.
+   */
+  settle(
+    acks: number[],
+    items: {
+      offset: number;
+      attempt: number;
+      action: "nack" | "reject" | "extend";
+      delayMs?: number;
+      reason?: string;
+    }[],
+    now: number,
+  ): QueueSettleOutcome {
+    const tally = new FreedTally();
+    const refused: QueueSettleOutcome["refused"] = [];
+    let settled = 0;
+    for (let i = 0; i + 2 < acks.length; i += 3) {
+      const first = acks[i], count = acks[i + 1], attempt = acks[i + 2];
+      for (let offset = first; offset < first + count; offset++) {
+        const slot = this.#receipt(offset, attempt);
+        if (slot < 0) {
+          refused.push({ offset, attempt, code: "stale_receipt" });
+          continue;
+        }
+        if (this.#state[slot] === IN_FLIGHT) {
+          tally.add(this.#member[slot], this.#bytes[slot]);
+        }
+        this.#settleRecord(offset, slot);
+        settled++;
+      }
+    }
+
+    for (const item of items) {
+      const { offset, attempt } = item;
+      const slot = this.#receipt(offset, attempt);
+      const state = slot < 0 ? FREE : this.#state[slot];
+      if (slot < 0 || (item.action === "extend" && state !== IN_FLIGHT)) {
+        refused.push({ offset, attempt, code: "stale_receipt" });
+        continue;
+      }
+      settled++;
+      if (item.action === "extend") {
+        const deadline = now +
+          clampDelay(item.delayMs, this.#config.ackTimeoutMs);
+        this.#deadline[slot] = deadline;
+        this.#deadlines.push(deadline, offset, 1);
+        continue;
+      }
+      if (state === IN_FLIGHT) {
+        tally.add(this.#member[slot], this.#bytes[slot]);
+      }
+      if (item.action === "reject") {
+        this.#failure(offset, now, item.reason ?? null);
+        this.#deadLetter(offset, slot, "rejected");
+      } else if (state === EXPIRED) {
+        // The expiry counted as the failed delivery; the nack sets its delay.
+        this.#failure(offset, now, item.reason ?? null);
+        this.#delay(offset, slot, now, item.delayMs);
+      } else {
+        this.#fail(offset, slot, now, item.reason ?? null, true, item.delayMs);
+      }
+    }
+    this.#advanceFloor();
+    return { settled, refused, freed: tally.triples() };
+  }
+
+  /**
+   * Makes `member`'s in-flight records deliverable again at once; each
+   * counts as a failed delivery.
+   *
+   * @returns flat [member, records, bytes] triples of what was released
+   */
+  release(member: number, now: number): number[] {
+    const tally = new FreedTally();
+    for (let offset = this.#floor; offset < this.#readOffset; offset++) {
+      const slot = offset & this.#mask;
+      if (
+        this.#state[slot] === IN_FLIGHT && this.#member[slot] === member
+      ) {
+        tally.add(member, this.#bytes[slot]);
+        this.#fail(offset, slot, now, null, false);
+      }
+    }
+    return tally.triples();
+  }
+
+  /**
+   * Ends every delivery whose ack deadline has passed; each counts as a
+   * failed delivery and becomes deliverable again (or a dead letter).
+   *
+   * @returns flat [member, records, bytes] triples of what expired
+   */
+  expire(now: number): number[] {
+    const tally = new FreedTally();
+    const entry = this.#entry;
+    while ((this.#deadlines.peek() ?? Infinity) <= now) {
+      this.#deadlines.pop(entry);
+      const first = Math.max(entry[1], this.#floor);
+      const last = Math.min(entry[1] + entry[2], this.#end);
+      for (let offset = first; offset < last; offset++) {
+        const slot = offset & this.#mask;
+        if (this.#state[slot] !== IN_FLIGHT || this.#deadline[slot] > now) {
+          continue;
+        }
+        tally.add(this.#member[slot], this.#bytes[slot]);
+        this.#fail(offset, slot, now, null, false);
+      }
+    }
+    return tally.triples();
+  }
+
+  /** When `expire` or a nack delay next has work, or Infinity. */
+  nextTimerAt(): number {
+    return Math.min(
+      this.#deadlines.peek() ?? Infinity,
+      this.#waiting.peek() ?? Infinity,
+    );
+  }
+
+  /** True when a fetch now would hand out (or settle by filter) something. */
+  hasDeliverable(now: number, highWatermark: number): boolean {
+    this.#promoteDue(now);
+    while (this.#ready.size > 0) {
+      if (this.#isReady(this.#ready.peek()!, now)) return true;
+      this.#ready.pop();
+    }
+    return this.#readOffset < highWatermark &&
+      this.#readOffset - this.#floor < this.#config.maxUnsettled;
+  }
+
+  /** Records that became dead letters since the last call, in offset order. */
+  takeDeadLetters(): DeadLetterNote[] {
+    const notes: DeadLetterNote[] = [];
+    const offsets = this.#pendingDead.sort((a, b) => a - b);
+    this.#pendingDead = [];
+    for (const offset of offsets) {
+      if (offset < this.#floor || offset >= this.#end) continue;
+      const slot = offset & this.#mask;
+      const failure = this.#failures.get(offset);
+      if (this.#state[slot] !== DEAD || failure === undefined) continue;
+      notes.push({
+        offset,
+        deliveries: this.#attempt[slot],
+        reason: failure.dead as Exclude<DeadReason, "">,
+        error: failure.error,
+        firstFailedAt: failure.firstFailedAt,
+      });
+    }
+    return notes;
+  }
+
+  /**
+   * The dead letters of `offsets` are appended: those records are settled.
+   *
+   * @returns how many were settled
+   */
+  deadDone(offsets: number[]): number {
+    let settled = 0;
+    for (const offset of offsets) {
+      if (offset < this.#floor || offset >= this.#end) continue;
+      const slot = offset & this.#mask;
+      if (this.#state[slot] !== DEAD) continue;
+      this.#settleRecord(offset, slot);
+      this.#deadLettered++;
+      settled++;
+    }
+    this.#advanceFloor();
+    return settled;
+  }
+
+  /**
+   * Retention removed the offsets below `logStart`: unsettled ones among
+   * them are counted lost and the floor moves there.
+   *
+   * @returns flat [member, records, bytes] triples of in-flight records lost
+   */
+  dropBelow(logStart: number): number[] {
+    const tally = new FreedTally();
+    if (logStart <= this.#floor) return tally.triples();
+    const stop = Math.min(logStart, this.#end);
+    for (let offset = this.#floor; offset < stop; offset++) {
+      const slot = offset & this.#mask;
+      const state = this.#state[slot];
+      if (state !== SETTLED) {
+        this.#lostToRetention++;
+        if (state === IN_FLIGHT) {
+          tally.add(this.#member[slot], this.#bytes[slot]);
+        }
+        this.#failures.delete(offset);
+        this.#releaseKey(offset);
+      }
+      this.#clear(slot);
+    }
+    if (logStart > this.#end) {
+      this.#lostToRetention += logStart - Math.max(this.#end, this.#floor);
+    }
+    this.#floor = logStart;
+    if (this.#end < logStart) this.#end = logStart;
+    if (this.#readOffset < logStart) this.#readOffset = logStart;
+    this.#advanceFloor();
+    return tally.triples();
+  }
+
+  /** Progress for `qstats`. */
+  stats(logEndOffset: number): QueueCursorStats {
+    const counts = this.#counts;
+    return {
+      ackFloor: this.#floor,
+      readOffset: this.#readOffset,
+      logEndOffset,
+      unsettled: Math.max(0, logEndOffset - this.#floor - counts[SETTLED]),
+      inFlight: counts[IN_FLIGHT],
+      waiting: counts[PENDING] + counts[EXPIRED] + counts[NACKED] +
+        counts[PARKED],
+      deadLettered: this.#deadLettered,
+      lostToRetention: this.#lostToRetention,
+    };
+  }
+
+  /** What the state file keeps (see src/queue/queue_state.ts). */
+  snapshot(): QueueCursorState {
+    const settled: number[] = [];
+    const failures: FailureState[] = [];
+    let runStart = -1;
+    for (let offset = this.#floor; offset < this.#end; offset++) {
+      const slot = offset & this.#mask;
+      const state = this.#state[slot];
+      if (state === SETTLED) {
+        if (runStart < 0) runStart = offset;
+        continue;
+      }
+      if (runStart >= 0) {
+        settled.push(runStart, offset);
+        runStart = -1;
+      }
+      // Never delivered though below the read offset: keep its count at 0.
+      if (
+        (state === PARKED || state === PENDING) && this.#attempt[slot] === 0
+      ) {
+        failures.push({
+          offset,
+          deliveries: 0,
+          firstFailedAt: 0,
+          error: null,
+          dead: "",
+        });
+      }
+    }
+    if (runStart >= 0) settled.push(runStart, this.#end);
+    for (const [offset, failure] of this.#failures) {
+      failures.push({
+        offset,
+        deliveries: this.#attempt[offset & this.#mask],
+        firstFailedAt: failure.firstFailedAt,
+        error: failure.error,
+        dead: failure.dead,
+      });
+    }
+    return {
+      floor: this.#floor,
+      delivered: Math.max(this.#readOffset, this.#deliveredMark),
+      settled,
+      failures,
+      deadLettered: this.#deadLettered,
+      lostToRetention: this.#lostToRetention,
+    };
+  }
+
+  // -------------------------------------------------------------------------
+  // Delivering
+
+  #fetchReady(
+    delivery: Delivery,
+    maxRecords: number,
+    maxBytes: number,
+    now: number,
+    source: RecordSource,
+  ): void {
+    const ready = this.#ready;
+    while (
+      delivery.records < maxRecords &&
+      (delivery.records === 0 || delivery.bytes < maxBytes) &&
+      ready.size > 0
+    ) {
+      const first = ready.peek()!;
+      ready.pop();
+      if (!this.#isReady(first, now)) continue;
+      let count = 1;
+      let bytes = this.#bytes[first & this.#mask];
+      while (
+        delivery.records + count < maxRecords &&
+        delivery.bytes + bytes < maxBytes &&
+        ready.peek() === first + count && this.#isReady(first + count, now)
+      ) {
+        bytes += this.#bytes[(first + count) & this.#mask];
+        ready.pop();
+        count++;
+      }
+      this.#deliverRun(delivery, source, first, count, bytes);
+    }
+  }
+
+  #fetchNew(
+    delivery: Delivery,
+    maxRecords: number,
+    maxBytes: number,
+    now: number,
+    source: RecordSource,
+  ): void {
+    const keyShared = this.#config.mode === "key_shared";
+    const matcher = this.#matcher;
+    let examined = 0;
+    let done = false;
+    while (
+      !done && examined < EXAMINE_BYTES_MAX &&
+      this.#readOffset < source.highWatermark &&
+      this.#readOffset - this.#floor < this.#config.maxUnsettled
+    ) {
+      const chunk = source.read(
+        this.#readOffset,
+        Math.max(maxBytes - delivery.bytes, READ_BYTES_MIN),
+      );
+      if (chunk.length === 0) break;
+      examined += chunk.length;
+      let runStart = -1;
+      let runCount = 0;
+      let runBytes = 0;
+      const flush = () => {
+        if (runCount > 0) {
+          this.#deliverSlice(delivery, sliceBatches(chunk, runStart, runCount));
+        }
+        runCount = 0;
+        runBytes = 0;
+      };
+
+      walk: for (let p = 0; p < chunk.length; p += batchLength(chunk, p)) {
+        const base = batchBaseOffset(chunk, p);
+        const count = batchRecordCount(chunk, p);
+        let r = p + BATCH_HEADER_BYTES;
+        for (let i = 0; i < count; i++) {
+          const offset = base + i;
+          const recordStart = r;
+          const size = 4 + readU32(chunk, r);
+          r += size;
+          if (offset < this.#readOffset) continue;
+          const taken = delivery.records + runCount;
+          if (
+            taken >= maxRecords ||
+            (taken > 0 && delivery.bytes + runBytes >= maxBytes) ||
+            offset - this.#floor >= this.#config.maxUnsettled
+          ) {
+            done = true;
+            break walk;
+          }
+
+          // Offsets the log skips (lost to a crash) have nothing to settle.
+          if (offset > this.#readOffset) flush();
+          this.#reserve(offset + 1);
+          for (let gap = this.#readOffset; gap < offset; gap++) {
+            const gapSlot = gap & this.#mask;
+            if (this.#state[gapSlot] !== SETTLED) {
+              this.#setState(gapSlot, SETTLED);
+            }
+          }
+          this.#readOffset = offset + 1;
+          const slot = offset & this.#mask;
+          this.#bytes[slot] = size;
+          const state = this.#state[slot];
+
+          if (state === SETTLED || state === DEAD) {
+            if (state === DEAD && keyShared) {
+              this.#parkKey(offset, slot, keyAt(chunk, recordStart));
+            }
+            flush();
+            continue;
+          }
+          if (matcher !== null && !matcher(chunk, recordStart)) {
+            this.#setState(slot, SETTLED);
+            flush();
+            continue;
+          }
+          if (
+            keyShared &&
+            this.#parkKey(offset, slot, keyAt(chunk, recordStart))
+          ) {
+            flush();
+            continue;
+          }
+          if (this.#attempt[slot] >= this.#config.maxDeliveries) {
+            // Restarted with this record's deliveries used up.
+            this.#failure(offset, now, null);
+            this.#deadLetter(offset, slot, "max_deliveries");
+            flush();
+            continue;
+          }
+          if (runCount === 0) runStart = offset;
+          runCount++;
+          runBytes += size;
+        }
+      }
+      flush();
+    }
+  }
+
+  /** Reads and delivers `count` consecutive offsets from `first`. */
+  #deliverRun(
+    delivery: Delivery,
+    source: RecordSource,
+    first: number,
+    count: number,
+    bytes: number,
+  ): void {
+    let offset = first;
+    while (offset < first + count) {
+      const chunk = source.read(offset, bytes + BATCH_HEADER_BYTES);
+      const slice = sliceBatches(chunk, offset, first + count - offset);
+      if (slice.records === 0) break;
+      this.#deliverSlice(delivery, slice);
+      offset = slice.nextOffset;
+    }
+  }
+
+  /** Marks every record in `slice` in flight to the delivery's member. */
+  #deliverSlice(
+    delivery: Delivery,
+    slice: { bytes: Uint8Array; records: number },
+  ): void {
+    const bytes = slice.bytes;
+    const { member, deadline, redelivered } = delivery;
+    const mask = this.#mask;
+    let first = -1;
+    let last = -1;
+    for (let p = 0; p < bytes.length; p += batchLength(bytes, p)) {
+      const base = batchBaseOffset(bytes, p);
+      const count = batchRecordCount(bytes, p);
+      let r = p + BATCH_HEADER_BYTES;
+      for (let i = 0; i < count; i++) {
+        const size = 4 + readU32(bytes, r);
+        r += size;
+        const offset = base + i;
+        const slot = offset & mask;
+        const attempt = ++this.#attempt[slot];
+        if (attempt > 1) redelivered.push(offset, attempt);
+        this.#member[slot] = member;
+        this.#deadline[slot] = deadline;
+        // The batch header is charged to its first record, so a member's
+        // charges add up to the bytes it was sent.
+        this.#bytes[slot] = i === 0 ? size + BATCH_HEADER_BYTES : size;
+        this.#setState(slot, IN_FLIGHT);
+        if (first < 0) first = offset;
+        if (offset !== last + 1 && last >= 0) {
+          this.#deadlines.push(deadline, first, last - first + 1);
+          first = offset;
+        }
+        last = offset;
+      }
+    }
+    if (first >= 0) this.#deadlines.push(deadline, first, last - first + 1);
+    delivery.pieces.push(bytes);
+    delivery.records += slice.records;
+    delivery.bytes += bytes.length;
+  }
+
+  #isReady(offset: number, now: number): boolean {
+    if (offset < this.#floor || offset >= this.#end) return false;
+    const slot = offset & this.#mask;
+    const state = this.#state[slot];
+    return state === PENDING || state === EXPIRED ||
+      (state === NACKED && this.#deadline[slot] <= now);
+  }
+
+  /** Moves nacked records whose delay has passed to the ready heap. */
+  #promoteDue(now: number): void {
+    const entry = this.#entry;
+    while ((this.#waiting.peek() ?? Infinity) <= now) {
+      this.#waiting.pop(entry);
+      const [due, offset] = entry;
+      if (offset < this.#floor || offset >= this.#end) continue;
+      const slot = offset & this.#mask;
+      if (this.#state[slot] === NACKED && this.#deadline[slot] === due) {
+        this.#ready.push(offset);
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // Settling and failing
+
+  /** The record's slot when `attempt` is its current, settleable delivery; else -1. */
+  #receipt(offset: number, attempt: number): number {
+    if (offset < this.#floor || offset >= this.#readOffset) return -1;
+    const slot = offset & this.#mask;
+    const state = this.#state[slot];
+    if (state !== IN_FLIGHT && state !== EXPIRED) return -1;
+    return this.#attempt[slot] === attempt ? slot : -1;
+  }
+
+  #settleRecord(offset: number, slot: number): void {
+    this.#setState(slot, SETTLED);
+    if (this.#failures.size > 0) this.#failures.delete(offset);
+    if (this.#keyOf.size > 0) this.#releaseKey(offset);
+  }
+
+  /** Notes a failed delivery's time and error text. */
+  #failure(offset: number, now: number, error: string | null): Failure {
+    let failure = this.#failures.get(offset);
+    if (failure === undefined) {
+      failure = { firstFailedAt: now, error: null, dead: "" };
+      this.#failures.set(offset, failure);
+    }
+    if (error !== null) failure.error = error;
+    return failure;
+  }
+
+  /** A failed delivery: redelivered later, or dead-lettered at the limit. */
+  #fail(
+    offset: number,
+    slot: number,
+    now: number,
+    error: string | null,
+    nack: boolean,
+    delayMs?: number,
+  ): void {
+    this.#failure(offset, now, error);
+    if (this.#attempt[slot] >= this.#config.maxDeliveries) {
+      this.#deadLetter(offset, slot, "max_deliveries");
+    } else if (nack) {
+      this.#delay(offset, slot, now, delayMs);
+    } else {
+      this.#setState(slot, EXPIRED);
+      this.#ready.push(offset);
+    }
+  }
+
+  /** Waits `delayMs`, or the backoff for the record's attempt. */
+  #delay(offset: number, slot: number, now: number, delayMs?: number): void {
+    const { backoffInitialMs, backoffMaxMs } = this.#config;
+    const backoff = Math.min(
+      backoffInitialMs * 2 ** (Math.max(1, this.#attempt[slot]) - 1),
+      backoffMaxMs,
+    );
+    const due = now +
+      (delayMs === undefined
+        ? Math.round(backoff * (0.8 + 0.4 * this.#random()))
+        : clampDelay(delayMs, 0));
+    this.#setState(slot, NACKED);
+    this.#deadline[slot] = due;
+    this.#waiting.push(due, offset);
+  }
+
+  #deadLetter(offset: number, slot: number, reason: DeadReason): void {
+    const failure = this.#failures.get(offset);
+    if (failure !== undefined) failure.dead = reason;
+    this.#setState(slot, DEAD);
+    this.#pendingDead.push(offset);
+  }
+
+  // -------------------------------------------------------------------------
+  // key_shared
+
+  /**
+   * Queues `offset` behind its key; true when an earlier record of the key
+   * is unsettled, so this one is parked. A record without a key is its own
+   * key and never waits.
+   */
+  #parkKey(offset: number, slot: number, key: string | null): boolean {
+    if (key === null) return false;
+    this.#keyOf.set(offset, key);
+    const queue = this.#keys.get(key);
+    if (queue === undefined) {
+      this.#keys.set(key, [offset]);
+      return false;
+    }
+    queue.push(offset);
+    if (this.#state[slot] !== DEAD) this.#setState(slot, PARKED);
+    return true;
+  }
+
+  /** `offset` is settled or gone: the next record of its key may go out. */
+  #releaseKey(offset: number): void {
+    const key = this.#keyOf.get(offset);
+    if (key === undefined) return;
+    this.#keyOf.delete(offset);
+    const queue = this.#keys.get(key)!;
+    const at = queue.indexOf(offset);
+    if (at >= 0) queue.splice(at, 1);
+    if (queue.length === 0) {
+      this.#keys.delete(key);
+      return;
+    }
+    if (at !== 0) return;
+    const next = queue[0];
+    const slot = next & this.#mask;
+    if (this.#state[slot] === PARKED) {
+      this.#setState(slot, PENDING);
+      this.#ready.push(next);
+    }
+  }
+
+  // -------------------------------------------------------------------------
+  // The ring
+
+  #setState(slot: number, state: number): void {
+    this.#counts[this.#state[slot]]--;
+    this.#counts[state]++;
+    this.#state[slot] = state;
+  }
+
+  #clear(slot: number): void {
+    this.#counts[this.#state[slot]]--;
+    this.#counts[FREE]++;
+    this.#state[slot] = FREE;
+    this.#attempt[slot] = 0;
+  }
+
+  #advanceFloor(): void {
+    const state = this.#state;
+    const mask = this.#mask;
+    let floor = this.#floor;
+    const end = this.#end;
+    while (floor < end && state[floor & mask] === SETTLED) {
+      this.#clear(floor & mask);
+      floor++;
+    }
+    this.#floor = floor;
+    if (this.#readOffset < floor) this.#readOffset = floor;
+  }
+
+  /** Grows the ring so that [floor, end) fits and moves `end` there. */
+  #reserve(end: number): void {
+    if (end <= this.#end) return;
+    let capacity = this.#mask + 1;
+    if (end - this.#floor > capacity) {
+      while (end - this.#floor > capacity) capacity *= 2;
+      const mask = capacity - 1;
+      const state = new Uint8Array(capacity);
+      const attempt = new Uint32Array(capacity);
+      const member = new Int32Array(capacity);
+      const deadline = new Float64Array(capacity);
+      const bytes = new Uint32Array(capacity);
+      for (let offset = this.#floor; offset < this.#end; offset++) {
+        const from = offset & this.#mask;
+        const to = offset & mask;
+        state[to] = this.#state[from];
+        attempt[to] = this.#attempt[from];
+        member[to] = this.#member[from];
+        deadline[to] = this.#deadline[from];
+        bytes[to] = this.#bytes[from];
+      }
+      this.#mask = mask;
+      this.#state = state;
+      this.#attempt = attempt;
+      this.#member = member;
+      this.#deadline = deadline;
+      this.#bytes = bytes;
+    }
+    this.#end = end;
+  }
+
+  /** Restores a state file: settled ranges, delivery counts, pending dead letters. */
+  #load(state: QueueCursorState): void {
+    let end = Math.max(this.#floor, state.delivered);
+    for (let i = 1; i < state.settled.length; i += 2) {
+      end = Math.max(end, state.settled[i]);
+    }
+    for (const failure of state.failures) {
+      end = Math.max(end, failure.offset + 1);
+    }
+    this.#reserve(end);
+    for (let offset = this.#floor; offset < state.delivered; offset++) {
+      this.#attempt[offset & this.#mask] = 1;
+    }
+    for (let i = 0; i + 1 < state.settled.length; i += 2) {
+      const from = Math.max(state.settled[i], this.#floor);
+      for (let offset = from; offset < state.settled[i + 1]; offset++) {
+        this.#setState(offset & this.#mask, SETTLED);
+      }
+    }
+    for (const failure of state.failures) {
+      if (failure.offset < this.#floor) continue;
+      const slot = failure.offset & this.#mask;
+      this.#attempt[slot] = failure.deliveries;
+      if (failure.deliveries === 0) continue;
+      this.#failures.set(failure.offset, {
+        firstFailedAt: failure.firstFailedAt,
+        error: failure.error,
+        dead: failure.dead,
+      });
+      if (failure.dead !== "") {
+        this.#setState(slot, DEAD);
+        this.#pendingDead.push(failure.offset);
+      }
+    }
+    this.#deliveredMark = state.delivered;
+    this.#deadLettered = state.deadLettered;
+    this.#lostToRetention = state.lostToRetention;
+    this.#advanceFloor();
+  }
+}
+
+interface Delivery {
+  pieces: Uint8Array[];
+  records: number;
+  bytes: number;
+  redelivered: number[];
+  deadline: number;
+  member: number;
+}
+
+function clampDelay(delayMs: number | undefined, fallback: number): number {
+  const delay = delayMs === undefined || !Number.isFinite(delayMs)
+    ? fallback
+    : delayMs;
+  return Math.min(Math.max(0, delay), EXTEND_MAX_MS);
+}
