@@ -31,7 +31,7 @@ function config(over: Partial<QueueCursorConfig> = {}): QueueCursorConfig {
 }
 
 function cursorOn(
-  log: MemoryLog,
+  _log: MemoryLog,
   over: Partial<QueueCursorConfig> = {},
   matcher: RecordMatcher | null = null,
 ): QueueCursor {
