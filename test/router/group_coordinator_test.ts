@@ -498,4 +498,52 @@ test("forgetTopic() revokes its members and drops its offsets", async () => {
   assert.equal(groups.listGroups(), []);
 });
 
+test("saveSettings() persists a queue group; joinGroup() refuses it; deleteGroup() drops it", async () => {
+  const groups = coordinator();
+  const settings = {
+    topic: "orders",
+    mode: "queue" as const,
+    from: "earliest" as const,
+    filter: null,
+    queue: {
+      ackTimeoutMs: 100,
+      maxDeliveries: 2,
+      backoffInitialMs: 10,
+      backoffMaxMs: 20,
+      deadLetterTopic: "orders.q.dlq",
+      maxUnsettled: 50,
+    },
+  };
+  await groups.saveSettings("q", settings);
+  assert.throws(
+    () => groups.joinGroup("q", "orders", member("a").handle, "earliest"),
+    (error: DakgharError) => error.code === "bad_request",
+  );
+  await groups.close();
+
+  const reloaded = coordinator();
+  assert.equal(reloaded.groupInfo("q"), {
+    mode: "queue",
+    settings,
+    topics: [],
+  });
+  assert.equal(reloaded.listGroups(), [{
+    name: "q",
+    mode: "queue",
+    generation: 0,
+    members: 0,
+  }]);
+  assert.equal((await reloaded.describeGroup("q")).settings, settings);
+  await reloaded.deleteGroup("q");
+  assert.is(reloaded.groupInfo("q"), undefined);
+  try {
+    await reloaded.deleteGroup("q");
+    assert.unreachable("deleted twice");
+  } catch (error) {
+    assert.is((error as DakgharError).code, "unknown_group");
+  }
+  await reloaded.close();
+  assert.equal(coordinator().listGroups(), []);
+});
+
 test.run();

@@ -78,4 +78,40 @@ test("load() skips unreadable group files", () => {
   assert.equal(store.load(), []);
 });
 
+test("load() reads a queue group's settings and an old file as a stream group", async () => {
+  const store = new OffsetStore(testRuntime.fs, dir, silentLogger);
+  store.load();
+  testRuntime.fs.writeFileAtomic(
+    `${dir}/groups/old.json`,
+    new TextEncoder().encode(
+      JSON.stringify({ name: "old", mode: "stream", offsets: { t: { 0: 4 } } }),
+    ),
+  );
+  const settings = {
+    topic: "t",
+    mode: "queue" as const,
+    from: "earliest" as const,
+    filter: { tags: ["eu"] },
+    queue: {
+      ackTimeoutMs: 100,
+      maxDeliveries: 2,
+      backoffInitialMs: 10,
+      backoffMaxMs: 20,
+      deadLetterTopic: "t.q.dlq",
+      maxUnsettled: 50,
+    },
+  };
+  await store.save("q", () => ({
+    name: "q",
+    mode: "queue",
+    offsets: {},
+    settings,
+  }));
+  const loaded = store.load().sort((a, b) => a.name < b.name ? -1 : 1);
+  assert.equal(loaded, [
+    { name: "old", mode: "stream", offsets: { t: { 0: 4 } } },
+    { name: "q", mode: "queue", offsets: {}, settings },
+  ]);
+});
+
 test.run();

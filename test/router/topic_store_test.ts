@@ -48,6 +48,12 @@ test("resolveTopicConfig() fills defaults and checks ranges", () => {
     flush: "interval",
   });
   assert.is(resolveTopicConfig({ retentionMs: -1 }).retentionMs, -1);
+  assert.is(defaultTopicConfig.retentionDropsUnsettled, false);
+  assert.is(
+    resolveTopicConfig({ retentionDropsUnsettled: true })
+      .retentionDropsUnsettled,
+    true,
+  );
   const bad: Record<string, unknown>[] = [
     { partitions: 0 },
     { partitions: 1.5 },
@@ -56,6 +62,7 @@ test("resolveTopicConfig() fills defaults and checks ranges", () => {
     { maxMessageBytes: "big" },
     { segmentBytes: 10 },
     { flush: "never" },
+    { retentionDropsUnsettled: "yes" },
     { colour: "red" },
   ];
   for (const options of bad) {
