@@ -80,6 +80,11 @@ export interface PartitionLogConfig {
   flushIntervalMs: number;
   /** Bytes of log between offset index entries. */
   indexIntervalBytes: number;
+  /**
+   * Retention may delete records some queue group has not settled (default
+   * false: it stops at the lowest ack floor passed to maybeApplyRetention).
+   */
+  retentionDropsUnsettled?: boolean;
 }
 
 /** The defaults from the architecture notes. */
@@ -421,12 +426,19 @@ export class PartitionLog {
    * Deletes the oldest closed segments whose newest batch is older than
    * retentionMs, then while the log is larger than retentionBytes. The
    * active segment always stays; logStartOffset moves forward.
+   *
+   * @param now the broker clock, ms
+   * @param unsettledFloor the lowest queue ack floor: unless the config has
+   *   retentionDropsUnsettled, no segment holding an offset at or above it
+   *   is deleted
    */
-  maybeApplyRetention(now: number): void {
+  maybeApplyRetention(now: number, unsettledFloor = Infinity): void {
     if (this.#closed) return;
     const { retentionMs, retentionBytes } = this.#config;
+    const guarded = this.#config.retentionDropsUnsettled !== true;
     while (this.#segments.length > 1) {
       const oldest = this.#segments[0];
+      if (guarded && this.#segments[1].baseOffset > unsettledFloor) break;
       let reason = "";
       if (retentionMs >= 0 && now - oldest.lastAppendTime > retentionMs) {
         reason = "time";
