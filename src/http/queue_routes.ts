@@ -180,8 +180,7 @@ async function describeGroup(
   name: string,
 ): Promise<GroupDescription> {
   const description = await broker.describeGroup(name);
-  // Optional call: a broker built before groups had settings has none.
-  const settings = description.settings ?? broker.groupSettings?.(name);
+  const settings = description.settings ?? broker.groupSettings(name);
   if (settings === undefined) return description;
   const queued = settings.mode === "queue" || settings.mode === "key_shared";
   return {
@@ -328,10 +327,9 @@ function integerIn(
 }
 
 function filterField(value: unknown, field: string): RecordFilter | undefined {
-  if (value === undefined || value === null) return undefined;
   const filter = parseRecordFilter(value);
   if (typeof filter === "string") throw malformed(field, filter);
-  return filter;
+  return filter ?? undefined;
 }
 
 function reasonField(value: unknown): string | undefined {

@@ -20,6 +20,9 @@
  * 64 KiB, at most `readBytesMax`), so a session holds about that much read
  * data plus its socket buffer, whatever its credit. A read still returns
  * one whole batch when that batch alone is larger.
+ *
+ * A subscription to a queue or key_shared group is a `QueueSubscription`
+ * (queue_subscription.ts): no credit, its prefetch bounds what it holds.
  */
 import { nanoid } from "nanoid";
 import { Packr } from "msgpackr";
@@ -27,8 +30,11 @@ import type { Context } from "hono";
 import type { WSContext, WSEvents, WSMessageReceive } from "hono/ws";
 import type {
   Broker,
+  GroupMode,
+  GroupSettings,
   MemberHandle,
   PartitionAssignment,
+  RecordFilter,
   SeekTarget,
   StartPosition,
 } from "../broker.ts";
@@ -36,11 +42,18 @@ import { DakgharError, errorToData } from "../errors.ts";
 import { decodeBatches, sliceBatches } from "../log/record_batch.ts";
 import type { Logger } from "../logger.ts";
 import type { UpgradeWebSocket } from "../runtime/types.ts";
+import { sameFilter } from "../queue/filter.ts";
 import {
   parseProducerBody,
   type ReadEncoding,
   toConsumerRecords,
 } from "./json_records.ts";
+import {
+  parsePrefetch,
+  parseSettleFrame,
+  QueueSubscription,
+} from "./queue_subscription.ts";
+import { parseRecordFilter } from "./record_filter.ts";
 
 /** Tuning for WebSocket sessions. */
 export interface WebSocketOptions {
@@ -132,7 +145,7 @@ class Session {
   closed = false;
   /** Fetch loops running in this session, across subscriptions. */
   fetchCount = 0;
-  readonly subscriptions = new Map<string, Subscription>();
+  readonly subscriptions = new Map<string, Subscription | QueueSubscription>();
   #subscriptionCount = 0;
   #badFrameTimes: number[] = [];
   #drainWaiters: (() => void)[] = [];
@@ -211,6 +224,8 @@ class Session {
         return this.credit(frame);
       case "commit":
         return this.commit(frame);
+      case "settle":
+        return this.settle(frame);
       case "publish":
         return this.publish(frame);
       case "unsubscribe":
@@ -235,8 +250,53 @@ class Session {
 
   subscribe(frame: Frame): void {
     const id = requestId(frame);
-    const topic = requiredString(frame, "topic");
     const group = optionalString(frame, "group");
+    const topic = group === undefined
+      ? requiredString(frame, "topic")
+      : optionalString(frame, "topic");
+    const filter = parseRecordFilter(frame.filter);
+    if (typeof filter === "string") {
+      throw new BadFrame(`filter: ${filter}`, id);
+    }
+    const askedMode = frame.mode;
+    if (
+      askedMode !== undefined && askedMode !== "stream" &&
+      askedMode !== "queue" && askedMode !== "key_shared"
+    ) {
+      throw new BadFrame(
+        'mode: expected "stream", "queue" or "key_shared"',
+        id,
+      );
+    }
+    if (askedMode !== undefined && group === undefined) {
+      throw new BadFrame("mode: with a group only", id);
+    }
+    const settings = group === undefined
+      ? undefined
+      : this.broker.groupSettings(group);
+    const mode = groupMode(group, settings, askedMode);
+    if (mode === "queue" || mode === "key_shared") {
+      return this.subscribeQueue(frame, id, {
+        group: group!,
+        topic,
+        mode,
+        filter,
+        settings,
+      });
+    }
+    if (topic === undefined) {
+      throw new BadFrame("topic: expected a non-empty string", id);
+    }
+    if (
+      settings?.filter && filter !== null &&
+      !sameFilter(settings.filter, filter)
+    ) {
+      throw new DakgharError(
+        "bad_request",
+        `filter: group ${group} reads with another filter; omit it to use the group's`,
+        { group, filter: settings.filter },
+      );
+    }
     const from = parseFrom(frame.from, group !== undefined, id);
     const format = frame.format ??
       (this.encoding === "msgpack" ? "batch" : "json");
@@ -277,6 +337,7 @@ class Session {
       format,
       encoding,
       memberId,
+      filter: filter ?? settings?.filter ?? undefined,
     });
     subscription.credit = initialCredit;
     this.subscriptions.set(sub, subscription);
@@ -288,8 +349,135 @@ class Session {
     });
   }
 
+  /**
+   * Joins a queue or key_shared group, creating it first with default
+   * settings when it does not exist (a frame with `mode` and `topic`).
+   */
+  subscribeQueue(frame: Frame, id: unknown, choice: {
+    group: string;
+    topic: string | undefined;
+    mode: "queue" | "key_shared";
+    filter: RecordFilter | null;
+    settings: GroupSettings | undefined;
+  }): void {
+    const { group, settings, filter } = choice;
+    const topic = choice.topic ?? settings?.topic;
+    if (topic === undefined) {
+      throw new BadFrame("topic: needed to create a group", id);
+    }
+    if (settings !== undefined && topic !== settings.topic) {
+      throw new DakgharError(
+        "bad_request",
+        `topic: group ${group} reads ${settings.topic}`,
+        { group, topic: settings.topic },
+      );
+    }
+    if (
+      settings !== undefined && filter !== null &&
+      !sameFilter(settings.filter, filter)
+    ) {
+      throw new DakgharError(
+        "bad_request",
+        `filter: group ${group} has another filter; omit it to use the group's`,
+        { group, filter: settings.filter },
+      );
+    }
+    if (frame.partitions !== undefined) {
+      throw new BadFrame("partitions: a group assigns partitions itself", id);
+    }
+    const from = frame.from;
+    if (from !== undefined && from !== "earliest" && from !== "latest") {
+      throw new BadFrame(
+        'from: expected "earliest" or "latest" for a group',
+        id,
+      );
+    }
+    const prefetch = parsePrefetch(frame.prefetch);
+    if (typeof prefetch === "string") throw new BadFrame(prefetch, id);
+    const format = frame.format ??
+      (this.encoding === "msgpack" ? "batch" : "json");
+    if (format !== "json" && format !== "batch") {
+      throw new BadFrame('format: expected "json" or "batch"', id);
+    }
+    const encoding = frame.encoding ?? "utf8";
+    if (encoding !== "utf8" && encoding !== "base64") {
+      throw new BadFrame('encoding: expected "utf8" or "base64"', id);
+    }
+    const memberId = optionalString(frame, "memberId");
+    if (memberId !== undefined && memberId.length > 200) {
+      throw new BadFrame("memberId: at most 200 characters", id);
+    }
+    if (this.subscriptions.size >= this.options.subscriptionsMax) {
+      throw new DakgharError(
+        "too_many_requests",
+        `Too many subscriptions: at most ${this.options.subscriptionsMax} per connection`,
+      );
+    }
+
+    const sub = `s${++this.#subscriptionCount}`;
+    const subscription = new QueueSubscription(this, sub, {
+      group,
+      topic,
+      mode: choice.mode,
+      memberId: memberId ?? `${this.id}-${sub}`,
+      format,
+      encoding,
+      prefetch,
+    });
+    this.subscriptions.set(sub, subscription);
+    const creating = settings !== undefined
+      ? Promise.resolve()
+      : this.broker.createGroup(group, {
+        topic,
+        mode: choice.mode,
+        ...(from === undefined ? {} : { from }),
+        ...(filter === null ? {} : { filter }),
+      });
+    creating.then(() => subscription.start(id)).catch((error) => {
+      if (this.subscriptions.get(sub) !== subscription) return;
+      this.subscriptions.delete(sub);
+      subscription.stop();
+      this.sendError(id, error);
+    });
+  }
+
+  /** Settles deliveries of a queue subscription; answers `settled`. */
+  settle(frame: Frame): void {
+    const id = frame.id;
+    const subscription = this.subscriptionFor(frame);
+    const settlements = parseSettleFrame(frame);
+    if (typeof settlements === "string") throw new BadFrame(settlements, id);
+    if (!(subscription instanceof QueueSubscription)) {
+      throw new DakgharError(
+        "bad_request",
+        "Only queue and key_shared subscriptions settle; commit instead",
+        { sub: subscription.sub },
+      );
+    }
+    subscription.settle(settlements).then(
+      (result) => {
+        if (id === undefined && result.refused.length === 0) return;
+        this.send({
+          op: "settled",
+          ...(id === undefined ? {} : { id }),
+          sub: subscription.sub,
+          settled: result.settled,
+          refused: result.refused,
+        });
+      },
+      (error) => this.sendError(id, error, { sub: subscription.sub }),
+    );
+  }
+
   credit(frame: Frame): void {
     const subscription = this.subscriptionFor(frame);
+    if (subscription instanceof QueueSubscription) {
+      throw new DakgharError(
+        "bad_request",
+        "A queue subscription takes no credit: its prefetch bounds deliveries",
+        { sub: subscription.sub },
+      );
+    }
     const records = nonNegativeInteger(frame.records, "records", frame.id);
     subscription.addCredit(records);
   }
@@ -297,6 +485,13 @@ class Session {
   commit(frame: Frame): void {
     const id = requestId(frame);
     const subscription = this.subscriptionFor(frame);
+    if (subscription instanceof QueueSubscription) {
+      throw new DakgharError(
+        "bad_request",
+        "A queue subscription settles instead of committing",
+        { sub: subscription.sub },
+      );
+    }
     const partition = nonNegativeInteger(frame.partition, "partition", id);
     const offset = nonNegativeInteger(frame.offset, "offset", id);
     const generation = frame.generation === undefined
@@ -393,11 +588,12 @@ class Session {
   unsubscribe(frame: Frame): void {
     const subscription = this.subscriptionFor(frame);
     this.subscriptions.delete(subscription.sub);
-    subscription.stop("leave");
+    if (subscription instanceof QueueSubscription) subscription.stop();
+    else subscription.stop("leave");
     this.send({ op: "unsubscribed", id: frame.id, sub: subscription.sub });
   }
 
-  subscriptionFor(frame: Frame): Subscription {
+  subscriptionFor(frame: Frame): Subscription | QueueSubscription {
     if (typeof frame.sub !== "string") {
       throw new BadFrame("sub: expected a subscription id", frame.id);
     }
@@ -491,7 +687,9 @@ class Session {
     if (this.closed) return;
     this.closed = true;
     for (const subscription of this.subscriptions.values()) {
-      subscription.stop("disconnect");
+      // A queue member's in-flight records go back to the group at once.
+      if (subscription instanceof QueueSubscription) subscription.stop();
+      else subscription.stop("disconnect");
     }
     this.subscriptions.clear();
     clearInterval(this.#drainTimer);
@@ -507,6 +705,8 @@ interface SubscriptionSettings {
   encoding: ReadEncoding;
   /** Group member id the client asked for; generated when absent. */
   memberId: string | undefined;
+  /** Reads skip records not matching it. */
+  filter: RecordFilter | undefined;
 }
 
 /** Where a subscription without a group starts. */
@@ -811,6 +1011,9 @@ class PartitionFetch {
             ),
             maxWaitMs: options.fetchWaitMs,
             signal: this.#abort.signal,
+            ...(settings.filter === undefined
+              ? {}
+              : { filter: settings.filter }),
           },
         );
       } catch (error) {
@@ -818,18 +1021,25 @@ class PartitionFetch {
         if (await this.failed(error)) return;
         continue;
       }
-      if (!this.active || result.bytes.length === 0) continue;
+      if (!this.active) continue;
+      if (result.bytes.length === 0) {
+        // A filtered read may skip records and return none.
+        if (result.nextOffset !== undefined) {
+          this.offset = Math.max(this.offset, result.nextOffset);
+        }
+        continue;
+      }
 
       // Slice to the credit left now, not when the read began: other
       // partitions may have spent some meanwhile.
-      const slice = sliceBatches(
-        result.bytes,
-        this.offset,
-        this.subscription.credit,
-      );
+      const credit = this.subscription.credit;
+      const slice = sliceBatches(result.bytes, this.offset, credit);
       if (slice.records === 0) continue;
       this.subscription.credit -= slice.records;
-      this.offset = slice.nextOffset;
+      // All that matched was taken: continue past what the read skipped.
+      this.offset = slice.records < credit && result.nextOffset !== undefined
+        ? Math.max(slice.nextOffset, result.nextOffset)
+        : slice.nextOffset;
       this.send(slice.bytes);
     }
   }
@@ -1022,4 +1232,32 @@ function parsePartitions(value: unknown, id: unknown): number[] | undefined {
     );
   }
   return [...new Set(value as number[])];
+}
+
+/**
+ * The mode a subscription joins with: the group's own when it exists
+ * (queue and key_shared may stand for each other in the frame, which only
+ * says how to create the group), else the frame's, else stream.
+ *
+ * @throws DakgharError group_exists when the frame asks for a stream group
+ *   and the group is a queue group, or the other way round
+ */
+function groupMode(
+  group: string | undefined,
+  settings: GroupSettings | undefined,
+  asked: GroupMode | undefined,
+): GroupMode {
+  if (group === undefined) return "stream";
+  if (settings === undefined) return asked ?? "stream";
+  if (
+    asked !== undefined &&
+    (asked === "stream") !== (settings.mode === "stream")
+  ) {
+    throw new DakgharError(
+      "group_exists",
+      `Group ${group} is a ${settings.mode} group`,
+      { group, mode: settings.mode },
+    );
+  }
+  return settings.mode;
 }

@@ -1,0 +1,343 @@
+/**
+ * A WebSocket subscription to a queue or key_shared group: the session's
+ * member of the group. The broker pushes deliveries to it, bounded by the
+ * member's prefetch (records and bytes unsettled); the client settles them
+ * with `settle` frames, which frees room. There is no credit: prefetch is
+ * the flow control. Frames are documented in docs/protocol.md.
+ *
+ * Deliveries go out as `deliveries` frames, JSON records with their
+ * attempt, or with `format: "batch"` the raw batch bytes plus the attempts
+ * above 1 (always msgpack). A socket whose outgoing buffer is above the
+ * session's bound holds them back in `#held` until it drains; that queue
+ * stays within about twice the prefetch, since the broker delivers beyond
+ * the prefetch only what it took back after an ack timeout: past that
+ * bound, the oldest held deliveries are dropped unsent (their records are
+ * in flight nowhere but here, and the ack timeout hands them out again).
+ */
+import type {
+  Broker,
+  QueueDelivery,
+  QueueJoinOptions,
+  QueueMemberHandle,
+  Settlement,
+} from "../broker.ts";
+import type { Logger } from "../logger.ts";
+import { type ReadEncoding, toDeliveryRecords } from "./json_records.ts";
+
+/** Default prefetch, as the broker's: records and bytes unsettled at once. */
+export const prefetchDefaults = { records: 1000, bytes: 1024 * 1024 };
+/** Most records a member may ask to hold unsettled. */
+export const prefetchRecordsMax = 100_000;
+/** Most bytes a member may ask to hold unsettled. */
+export const prefetchBytesMax = 64 * 1024 * 1024;
+/** Most settlements one `settle` frame may carry, ack ranges counted out. */
+export const settlementsPerFrameMax = 100_000;
+/** Longest nack delay or extension one settlement may ask for. */
+export const settleDelayMsMax = 90 * 86_400_000;
+
+/** What a queue subscription needs of its WebSocket session. */
+export interface QueueSession {
+  readonly broker: Broker;
+  readonly log: Logger;
+  readonly closed: boolean;
+  /** Sends a frame; false once the socket is closed. */
+  send(frame: Record<string, unknown>, encoding?: "json" | "msgpack"): boolean;
+  sendError(
+    id: unknown,
+    error: unknown,
+    fields?: Record<string, unknown>,
+  ): void;
+  /** True while the socket buffer is above the session's bound. */
+  isCongested(): boolean;
+  /** Resolves once the socket buffer is below the bound, or on close. */
+  drained(): Promise<void>;
+}
+
+/** Settings of one queue subscription. */
+export interface QueueSubscriptionSettings {
+  group: string;
+  topic: string;
+  mode: "queue" | "key_shared";
+  memberId: string;
+  format: "json" | "batch";
+  encoding: ReadEncoding;
+  prefetch: { records: number; bytes: number };
+}
+
+/** One queue or key_shared member of a session. */
+export class QueueSubscription {
+  stopped = false;
+  readonly handle: QueueMemberHandle;
+  /** Deliveries not sent yet: before `subscribed`, or while congested. */
+  #held: QueueDelivery[] = [];
+  #heldRecords = 0;
+  #announced = false;
+  #flushing = false;
+
+  constructor(
+    readonly session: QueueSession,
+    readonly sub: string,
+    readonly settings: QueueSubscriptionSettings,
+  ) {
+    this.handle = {
+      id: settings.memberId,
+      deliver: (delivery) => this.deliver(delivery),
+    };
+  }
+
+  /** Joins the group; `subscribed` goes out once the broker took the member. */
+  async start(id: unknown): Promise<void> {
+    const { group, prefetch, memberId, mode } = this.settings;
+    const options: QueueJoinOptions = {
+      prefetchRecords: prefetch.records,
+      prefetchBytes: prefetch.bytes,
+    };
+    await this.session.broker.joinQueueGroup(group, this.handle, options);
+    if (this.stopped) return;
+    this.session.send({ op: "subscribed", id, sub: this.sub, memberId, mode });
+    this.#announced = true;
+    this.#flush();
+  }
+
+  /** Settles deliveries; resolves once the broker answered. */
+  settle(settlements: Settlement[]) {
+    return this.session.broker.settle(this.settings.group, settlements);
+  }
+
+  /** Leaves the group: its in-flight records go back to the group at once. */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.#held = [];
+    this.#heldRecords = 0;
+    this.session.broker.leaveQueueGroup(
+      this.settings.group,
+      this.settings.memberId,
+      this.handle,
+    );
+  }
+
+  deliver(delivery: QueueDelivery): void {
+    if (this.stopped || this.session.closed) return;
+    if (
+      !this.#announced || this.#held.length > 0 || this.session.isCongested()
+    ) {
+      this.#hold(delivery);
+      return;
+    }
+    this.#send(delivery);
+  }
+
+  #hold(delivery: QueueDelivery): void {
+    this.#held.push(delivery);
+    this.#heldRecords += delivery.records;
+    const bound = 2 * this.settings.prefetch.records;
+    while (this.#heldRecords > bound && this.#held.length > 1) {
+      const dropped = this.#held.shift()!;
+      this.#heldRecords -= dropped.records;
+      this.session.log.debug("held delivery dropped", {
+        sub: this.sub,
+        partition: dropped.partition,
+        records: dropped.records,
+      });
+    }
+    if (this.#announced) this.#flush();
+  }
+
+  /** Sends held deliveries as the socket drains. */
+  #flush(): void {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    (async () => {
+      while (this.#held.length > 0 && !this.stopped && !this.session.closed) {
+        await this.session.drained();
+        if (this.stopped || this.session.closed) break;
+        const delivery = this.#held.shift()!;
+        this.#heldRecords -= delivery.records;
+        this.#send(delivery);
+      }
+    })().finally(() => this.#flushing = false);
+  }
+
+  #send(delivery: QueueDelivery): void {
+    const { topic, partition } = delivery;
+    if (this.settings.format === "batch") {
+      this.session.send({
+        op: "deliveries",
+        sub: this.sub,
+        topic,
+        partition,
+        bytes: delivery.bytes,
+        redelivered: delivery.redelivered,
+      }, "msgpack");
+      return;
+    }
+    this.session.send({
+      op: "deliveries",
+      sub: this.sub,
+      topic,
+      partition,
+      records: toDeliveryRecords(delivery, this.settings.encoding),
+    });
+  }
+}
+
+/**
+ * Parses the settlements of a `settle` frame:
+ *
+ *   acks:    [[partition, offset, count, attempt], ...]  count offsets from offset
+ *   nacks:   [[partition, offset, attempt, delayMs | null, reason?], ...]
+ *   rejects: [[partition, offset, attempt, reason?], ...]
+ *   extends: [[partition, offset, attempt, ms], ...]
+ *
+ * @returns the settlements, or a message saying what is wrong with the frame
+ */
+export function parseSettleFrame(
+  frame: Record<string, unknown>,
+): Settlement[] | string {
+  const settlements: Settlement[] = [];
+  const lists = ["acks", "nacks", "rejects", "extends"] as const;
+  for (const name of lists) {
+    const list = frame[name];
+    if (list === undefined) continue;
+    if (!Array.isArray(list)) return `${name}: expected an array of arrays`;
+    for (const [index, entry] of list.entries()) {
+      const at = `${name}[${index}]`;
+      if (!Array.isArray(entry)) return `${at}: expected an array`;
+      const [partition, offset] = entry;
+      if (!isWhole(partition) || !isWhole(offset)) {
+        return `${at}: partition and offset must be integers ≥ 0`;
+      }
+      const problem = addSettlements(name, entry, settlements);
+      if (problem !== undefined) return `${at}: ${problem}`;
+      if (settlements.length > settlementsPerFrameMax) {
+        return `at most ${settlementsPerFrameMax} settlements per frame`;
+      }
+    }
+  }
+  if (settlements.length === 0) {
+    return "settle: expected acks, nacks, rejects or extends";
+  }
+  return settlements;
+}
+
+function addSettlements(
+  list: "acks" | "nacks" | "rejects" | "extends",
+  entry: unknown[],
+  settlements: Settlement[],
+): string | undefined {
+  const [partition, offset] = entry as number[];
+  if (list === "acks") {
+    const [, , count, attempt] = entry;
+    if (entry.length !== 4) {
+      return "expected [partition, offset, count, attempt]";
+    }
+    if (!isWhole(count) || count < 1 || !isWhole(attempt) || attempt < 1) {
+      return "count and attempt must be integers ≥ 1";
+    }
+    if (count > settlementsPerFrameMax) {
+      return `count at most ${settlementsPerFrameMax}`;
+    }
+    for (let i = 0; i < count; i++) {
+      settlements.push({
+        partition,
+        offset: offset + i,
+        attempt,
+        action: "ack",
+      });
+    }
+    return undefined;
+  }
+
+  const attempt = entry[2];
+  if (!isWhole(attempt) || attempt < 1) return "attempt must be an integer ≥ 1";
+  if (list === "nacks") {
+    const [, , , delayMs, reason] = entry;
+    if (entry.length < 4 || entry.length > 5) {
+      return "expected [partition, offset, attempt, delayMs | null, reason?]";
+    }
+    if (delayMs !== null && (!isWhole(delayMs) || delayMs > settleDelayMsMax)) {
+      return `delayMs must be null or an integer from 0 to ${settleDelayMsMax}`;
+    }
+    if (reason !== undefined && typeof reason !== "string") {
+      return "reason must be a string";
+    }
+    settlements.push({
+      partition,
+      offset,
+      attempt,
+      action: "nack",
+      ...(delayMs === null ? {} : { delayMs: delayMs as number }),
+      ...(reason === undefined ? {} : { reason: reason as string }),
+    });
+    return undefined;
+  }
+  if (list === "rejects") {
+    const reason = entry[3];
+    if (entry.length < 3 || entry.length > 4) {
+      return "expected [partition, offset, attempt, reason?]";
+    }
+    if (reason !== undefined && typeof reason !== "string") {
+      return "reason must be a string";
+    }
+    settlements.push({
+      partition,
+      offset,
+      attempt,
+      action: "reject",
+      ...(reason === undefined ? {} : { reason: reason as string }),
+    });
+    return undefined;
+  }
+  const ms = entry[3];
+  if (entry.length !== 4) return "expected [partition, offset, attempt, ms]";
+  if (!isWhole(ms) || ms < 1 || ms > settleDelayMsMax) {
+    return `ms must be an integer from 1 to ${settleDelayMsMax}`;
+  }
+  settlements.push({
+    partition,
+    offset,
+    attempt,
+    action: "extend",
+    delayMs: ms,
+  });
+  return undefined;
+}
+
+function isWhole(value: unknown): value is number {
+  return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
+}
+
+/**
+ * Parses a `prefetch` field: `{ records?, bytes? }`.
+ *
+ * @returns the prefetch with defaults filled in, or a message saying what is wrong
+ */
+export function parsePrefetch(
+  value: unknown,
+): { records: number; bytes: number } | string {
+  if (value === undefined) return { ...prefetchDefaults };
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return "prefetch: expected { records?, bytes? }";
+  }
+  const { records, bytes, ...rest } = value as Record<string, unknown>;
+  if (Object.keys(rest).length > 0) {
+    return `prefetch: unknown field ${Object.keys(rest)[0]}`;
+  }
+  if (
+    records !== undefined &&
+    (!isWhole(records) || records < 1 || records > prefetchRecordsMax)
+  ) {
+    return `prefetch.records: expected an integer from 1 to ${prefetchRecordsMax}`;
+  }
+  if (
+    bytes !== undefined &&
+    (!isWhole(bytes) || bytes < 1 || bytes > prefetchBytesMax)
+  ) {
+    return `prefetch.bytes: expected an integer from 1 to ${prefetchBytesMax}`;
+  }
+  return {
+    records: (records as number | undefined) ?? prefetchDefaults.records,
+    bytes: (bytes as number | undefined) ?? prefetchDefaults.bytes,
+  };
+}
