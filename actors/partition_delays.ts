@@ -30,7 +30,7 @@ import {
   readScheduleEntry,
   scheduleEntry,
 } from "../src/delay/delay_journal.ts";
-import { DakgharError } from "../src/errors.ts";
+import { DakgharError, OffsetOutOfRangeError } from "../src/errors.ts";
 import {
   type BatchRecord,
   decodeBatches,
@@ -321,7 +321,23 @@ export class PartitionDelays {
     const found = new Set<string>();
     let offset = fromOffset;
     while (found.size < wanted.size && offset < this.#host.logEndOffset()) {
-      const bytes = this.#host.read(offset, 1 << 20);
+      let bytes: Uint8Array;
+      try {
+        bytes = this.#host.read(offset, 1 << 20);
+      } catch (error) {
+        // Retention removed the start: records appended there are gone
+        // anyway, so look on from the log start.
+        if (
+          !(error instanceof OffsetOutOfRangeError) ||
+          error.logStartOffset <= offset
+        ) throw error;
+        this.#log.warn("delayed records intent older than the log start", {
+          offset,
+          logStartOffset: error.logStartOffset,
+        });
+        offset = error.logStartOffset;
+        continue;
+      }
       if (bytes.length === 0) break;
       let next = offset;
       forEachRecordStart(bytes, (recordOffset, at) => {

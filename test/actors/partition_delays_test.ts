@@ -17,7 +17,9 @@ import {
   validateBatches,
 } from "../../src/log/record_batch.ts";
 import { createLogger } from "../../src/logger.ts";
-import { fileSystem } from "../log/_helpers.ts";
+import { FaultyFileSystem, fileSystem } from "../log/_helpers.ts";
+import { OffsetOutOfRangeError } from "../../src/errors.ts";
+import type { FileSystem } from "../../src/runtime/types.ts";
 import { makeTempDir, removeTempDir } from "../router/_temp_dir.ts";
 
 const test = suite("partition_delays");
@@ -116,8 +118,9 @@ const opened: PartitionDelays[] = [];
 function open(
   host: DelayHost,
   options: Partial<PartitionDelaysOptions> = {},
+  fs: FileSystem = fileSystem,
 ): PartitionDelays {
-  const delays = PartitionDelays.open(fileSystem, dir, host, log, {
+  const delays = PartitionDelays.open(fs, dir, host, log, {
     partition: 3,
     flush: "sync",
     retryMs: 10,
@@ -197,6 +200,76 @@ test("schedule() refuses due times that do not match the records", async () => {
   } catch (error) {
     assert.instance(error, RangeError);
   }
+  await delays.close();
+});
+
+test("schedule() shares fsyncs between concurrent schedules and cancels", async () => {
+  const fs = new FaultyFileSystem(fileSystem);
+  const delays = open(new MemoryLog(), {}, fs);
+  fs.holdSyncs = true;
+  const far = Date.now() + 1e9;
+  const scheduled = Array.from(
+    { length: 10 },
+    (_, i) => delays.schedule(records([`r${i}`]), [far]),
+  );
+  await sleep(0);
+  assert.is(fs.syncs, 1, "one fsync running");
+  fs.holdSyncs = false;
+  fs.releaseSyncs();
+  const results = await Promise.all(scheduled);
+  assert.is(fs.syncs, 2, "the other nine share the next one");
+
+  const cancels = results.map(({ ids }) => delays.cancel(ids[0]));
+  assert.equal(await Promise.all(cancels), results.map(() => true));
+  assert.ok(fs.syncs <= 4);
+  assert.is(delays.pending, 0);
+  await delays.close();
+});
+
+test("schedule() fails with storage_error once the journal cannot be written", async () => {
+  const fs = new FaultyFileSystem(fileSystem);
+  const delays = open(new MemoryLog(), {}, fs);
+  fs.failSyncs = true;
+  const codes: string[] = [];
+  for (let i = 0; i < 2; i++) {
+    try {
+      await delays.schedule(records(["a"]), [Date.now() + 1e9]);
+    } catch (error) {
+      codes.push((error as { code: string }).code);
+    }
+  }
+  assert.equal(codes, ["storage_error", "storage_error"]);
+  fs.failSyncs = false;
+  await delays.close();
+});
+
+test("open() looks from the log start when retention removed an intent's offset", async () => {
+  const host = new MemoryLog();
+  const append = host.append.bind(host);
+  host.append = (bytes) => {
+    // A producer's append lands between the intent and the delayed one.
+    host.mode = "ok";
+    void append(records(["other"]));
+    host.mode = "hangAfter";
+    return append(bytes);
+  };
+  const crashed = open(host);
+  await crashed.schedule(records(["a"]), [Date.now() - 1]);
+  crashed.start();
+  await until(() => host.end === 2, "the append");
+  opened.splice(opened.indexOf(crashed), 1);
+
+  // Retention removed offset 0, where the intent says to look from.
+  const read = host.read.bind(host);
+  host.read = (offset, maxBytes) => {
+    if (offset < 1) throw new OffsetOutOfRangeError("t", 3, offset, 1, 2);
+    return read(offset, maxBytes);
+  };
+  const delays = open(host);
+  assert.is(delays.pending, 0);
+  assert.ok(
+    warnings.includes("delayed records intent older than the log start"),
+  );
   await delays.close();
 });
 
