@@ -1,0 +1,212 @@
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { decodeBatches } from "../../src/log/record_batch.ts";
+import { type RunningBroker, startBroker } from "../../src/server.ts";
+import { makeTempDir, removeTempDir } from "../router/_temp_dir.ts";
+import { connect, type TestSocket } from "./_ws_client.ts";
+
+// The queue front end against the real broker (router, partition actors,
+// queue cursors): a WebSocket member that acks, and an HTTP receiver whose
+// receipt goes stale once its record is redelivered.
+const test = suite("queue_broker");
+
+interface Context {
+  dir: string;
+  running: RunningBroker;
+  sockets: TestSocket[];
+  call(method: string, path: string, body?: unknown): Promise<{
+    status: number;
+    // deno-lint-ignore no-explicit-any
+    body: any;
+  }>;
+}
+
+async function start(): Promise<Context> {
+  const dir = makeTempDir("http-queue");
+  const running = await startBroker({ dataDir: dir, port: 0 });
+  await running.broker.createTopic("orders", { partitions: 2 });
+  return {
+    dir,
+    running,
+    sockets: [],
+    async call(method, path, body) {
+      const response = await fetch(`${running.url}${path}`, {
+        method,
+        headers: body === undefined
+          ? {}
+          : { "Content-Type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const text = await response.text();
+      return { status: response.status, body: text ? JSON.parse(text) : null };
+    },
+  };
+}
+
+async function stop(context: Context): Promise<void> {
+  for (const socket of context.sockets) await socket.close();
+  await context.running.stop();
+  removeTempDir(context.dir);
+}
+
+test("WebSocket queue subscription: deliveries, settle with acks, nothing redelivered", async () => {
+  const context = await start();
+  try {
+    const published = await context.call("POST", "/topics/orders/records", {
+      records: Array.from({ length: 6 }, (_, i) => ({
+        key: `k${i}`,
+        value: `v${i}`,
+        partition: i % 2,
+        tags: i === 0 ? ["eu"] : undefined,
+      })),
+    });
+    assert.is(published.status, 200, JSON.stringify(published.body));
+
+    const socket = await connect(
+      `ws://127.0.0.1:${context.running.port}/ws`,
+    );
+    context.sockets.push(socket);
+    socket.send({
+      op: "subscribe",
+      id: 1,
+      topic: "orders",
+      group: "work",
+      mode: "queue",
+      prefetch: { records: 10 },
+    });
+    const { frame: subscribed } = await socket.nextOp("subscribed");
+    assert.is(subscribed.mode, "queue");
+
+    const seen = new Map<string, number>();
+    let settledCount = 0;
+    while (seen.size < 6 || settledCount < 6) {
+      const frame = await socket.next();
+      if (frame.op === "settled") {
+        assert.equal(frame.refused, []);
+        settledCount += frame.settled as number;
+        continue;
+      }
+      assert.is(frame.op, "deliveries", JSON.stringify(frame));
+      const records = frame.records as {
+        offset: number;
+        attempt: number;
+        value: string;
+        tags?: string[];
+      }[];
+      for (const record of records) {
+        assert.is(record.attempt, 1);
+        if (record.value === "v0") assert.equal(record.tags, ["eu"]);
+        seen.set(record.value, record.offset);
+      }
+      socket.send({
+        op: "settle",
+        id: `${frame.partition}-${records[0].offset}`,
+        sub: subscribed.sub,
+        acks: records.map((r) => [frame.partition, r.offset, 1, 1]),
+      });
+    }
+    assert.equal([...seen.keys()].sort(), ["v0", "v1", "v2", "v3", "v4", "v5"]);
+
+    const described = await context.call("GET", "/groups/work");
+    assert.is(described.status, 200);
+    assert.is(described.body.settings.mode, "queue");
+    const floors = (described.body.queue as { ackFloor: number }[])
+      .map((p) => p.ackFloor);
+    assert.equal(floors, [3, 3]);
+  } finally {
+    await stop(context);
+  }
+});
+
+test("HTTP receive and ack: a receipt from before a redelivery is refused", async () => {
+  const context = await start();
+  try {
+    const created = await context.call("PUT", "/groups/jobs", {
+      topic: "orders",
+      mode: "queue",
+      ackTimeoutMs: 50,
+    });
+    assert.is(created.status, 200, JSON.stringify(created.body));
+    assert.is(created.body.queue.ackTimeoutMs, 50);
+    await context.call("POST", "/topics/orders/records", {
+      value: "job",
+      partition: 1,
+    });
+
+    const first = await context.call("POST", "/groups/jobs/receive", {
+      maxWaitMs: 5000,
+    });
+    assert.is(first.status, 200, JSON.stringify(first.body));
+    const [delivery] = first.body.records;
+    assert.is(delivery.value, "job");
+    assert.is(delivery.attempt, 1);
+    assert.is(delivery.receipt, "1.0.1");
+
+    // Not settled within 50 ms: the record comes back, attempt 2.
+    let again;
+    for (let i = 0; i < 50 && again === undefined; i++) {
+      const answer = await context.call("POST", "/groups/jobs/receive", {
+        maxWaitMs: 1000,
+      });
+      again = answer.body.records[0];
+    }
+    assert.ok(again, "redelivered");
+    assert.is(again.attempt, 2);
+    assert.is(again.receipt, "1.0.2");
+
+    const stale = await context.call("POST", "/groups/jobs/ack", {
+      receipts: [delivery.receipt],
+    });
+    assert.is(stale.status, 409);
+    assert.is(stale.body.error.code, "stale_receipt");
+    assert.equal(
+      stale.body.error.refused.map((r: { receipt: string }) => r.receipt),
+      ["1.0.1"],
+    );
+
+    // The current receipt may still be taken (its deadline passed but it
+    // may not have been redelivered yet), or be stale by now: either way
+    // the answer says which.
+    const current = await context.call("POST", "/groups/jobs/ack", {
+      receipts: [again.receipt],
+    });
+    assert.ok(
+      current.status === 200 ||
+        current.body.error.code === "stale_receipt",
+      JSON.stringify(current.body),
+    );
+  } finally {
+    await stop(context);
+  }
+});
+
+test("WebSocket batch deliveries from the real broker decode as record batches", async () => {
+  const context = await start();
+  try {
+    await context.call("POST", "/topics/orders/records", {
+      records: [{ value: "a", partition: 0 }, { value: "b", partition: 0 }],
+    });
+    const socket = await connect(
+      `ws://127.0.0.1:${context.running.port}/ws`,
+    );
+    context.sockets.push(socket);
+    socket.send({
+      op: "subscribe",
+      id: 1,
+      topic: "orders",
+      group: "batchers",
+      mode: "key_shared",
+      format: "batch",
+    }, true);
+    const { frame: subscribed } = await socket.nextOp("subscribed");
+    assert.is(subscribed.mode, "key_shared");
+    const { frame } = await socket.nextOp("deliveries");
+    const records = decodeBatches(frame.bytes as Uint8Array);
+    assert.ok(records.length >= 1);
+    assert.equal(frame.redelivered, []);
+  } finally {
+    await stop(context);
+  }
+});
+
+test.run();
