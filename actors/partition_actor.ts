@@ -17,6 +17,10 @@
  * bytes. A failed write or fsync blocks the log: the actor sends `fatal`
  * and stops handling messages; the router terminates and restarts it, and
  * recovery runs from disk.
+ *
+ * Beside the log the actor runs the partition's queue cursors
+ * (actors/partition_queues.ts) and delayed records
+ * (actors/partition_delays.ts); both append and read through it.
  */
 import {
   decode,
@@ -33,6 +37,10 @@ import {
   type PartitionLogConfig,
 } from "../src/log/partition_log.ts";
 import { createLogger, type LogFields, type Logger } from "../src/logger.ts";
+import { pickRecords } from "../src/log/record_pick.ts";
+import { compileFilter, type RecordMatcher } from "../src/queue/filter.ts";
+import { PartitionDelays } from "./partition_delays.ts";
+import { PartitionQueues } from "./partition_queues.ts";
 import { runtime } from "../src/runtime/mod.ts";
 import type { PortLike } from "../src/runtime/types.ts";
 import type { PartitionStats } from "../src/broker.ts";
@@ -47,6 +55,8 @@ const requestErrors = new Set([
   "record_too_large",
   "offset_out_of_range",
   "invalid_config",
+  "unknown_group",
+  "not_found",
 ]);
 
 interface WaitingRead {
@@ -54,6 +64,8 @@ interface WaitingRead {
   maxBytes: number;
   /** The high watermark when the read began waiting; it wakes once it moves. */
   highWatermark: number;
+  /** Only matching records are answered. */
+  matcher: RecordMatcher | null;
   timer: ReturnType<typeof setTimeout>;
 }
 
@@ -82,6 +94,9 @@ class PartitionActor {
   readonly #log: Logger;
   #config: PartitionLogConfig;
   #partitionLog: PartitionLog | null = null;
+  #queues: PartitionQueues | null = null;
+  /** Null when the delay journal could not be opened (logged). */
+  #delays: PartitionDelays | null = null;
   readonly #waiting = new Map<number, WaitingRead>();
   #maintenanceTimer: ReturnType<typeof setInterval> | undefined;
   #flushTimer: ReturnType<typeof setInterval> | undefined;
@@ -110,6 +125,8 @@ class PartitionActor {
   start(init: InitMessage): void {
     try {
       const log = this.#openLog();
+      this.#queues = this.#openQueues(log);
+      this.#delays = this.#openDelays(log);
       this.#reply({
         type: "ready",
         id: init.id,
@@ -122,6 +139,7 @@ class PartitionActor {
       return;
     }
     this.#port.onMessage((data) => this.#handle(decode<RouterMessage>(data)));
+    this.#delays?.start();
     this.#maintenanceTimer = setInterval(
       () => this.#maintain(),
       MAINTENANCE_INTERVAL_MS,
@@ -139,6 +157,43 @@ class PartitionActor {
     this.#segments = log.stats().segments;
     this.#startFlushTimer();
     return log;
+  }
+
+  #openQueues(log: PartitionLog): PartitionQueues {
+    return new PartitionQueues({
+      fs: runtime.fs,
+      dir: this.#dir,
+      topic: this.#topic,
+      partition: this.#partition,
+      log: this.#log,
+      partitionLog: () => log,
+      send: (message) => this.#reply(message),
+      fatal: (error) => this.#fatal(error),
+    });
+  }
+
+  /** The delay journal; null (logged) when it cannot be opened, so the log still serves. */
+  #openDelays(log: PartitionLog): PartitionDelays | null {
+    try {
+      return PartitionDelays.open(
+        runtime.fs,
+        this.#dir,
+        {
+          append: (batches) => this.#appendForDelays(log, batches),
+          read: (offset, maxBytes) => log.read(offset, maxBytes),
+          logEndOffset: () => log.logEndOffset,
+        },
+        this.#log,
+        { partition: this.#partition, flush: this.#config.flush },
+      );
+    } catch (error) {
+      this.#log.error("delay journal not opened", {
+        topic: this.#topic,
+        partition: this.#partition,
+        error,
+      });
+      return null;
+    }
   }
 
   #startFlushTimer(): void {
@@ -200,21 +255,95 @@ class PartitionActor {
         return this.#configure(log, message.id, message.config);
       case "close":
         return void this.#close(log, message.id, message.deleteFiles);
+      case "qconfig":
+      case "qfetch":
+      case "qsettle":
+      case "qrelease":
+      case "qdescribe":
+      case "qdeadDone":
+        return this.#queues!.handle(message);
+      case "schedule":
+        return this.#schedule(message.id, message.records, message.due);
+      case "unschedule":
+        return this.#unschedule(message.id, message.delayId);
       case "init":
         throw new DakgharError("bad_request", "Partition already initialized");
     }
   }
 
-  #append(log: PartitionLog, id: number, batches: Uint8Array): void {
+  /** Appends to the log; a roll may let retention delete a segment. */
+  #appendToLog(
+    log: PartitionLog,
+    batches: Uint8Array,
+  ): { baseOffset: number; lastOffset: number; appendTime: number } {
     const now = Date.now();
     const result = log.append(batches, now);
-    // A roll may have closed a segment that retention can now delete.
     let segments = log.stats().segments;
     if (segments > this.#segments) {
-      log.maybeApplyRetention(now);
+      this.#applyRetention(log, now);
       segments = log.stats().segments;
     }
     this.#segments = segments;
+    return result;
+  }
+
+  /** Retention, held back by the queue cursors' floors. */
+  #applyRetention(log: PartitionLog, now: number): void {
+    const logStart = log.logStartOffset;
+    log.maybeApplyRetention(now, this.#queues?.lowestFloor() ?? Infinity);
+    if (log.logStartOffset !== logStart) this.#queues?.afterRetention();
+  }
+
+  /** The delay journal's append: durable per the flush policy, then readers wake. */
+  async #appendForDelays(
+    log: PartitionLog,
+    batches: Uint8Array,
+  ): Promise<{ baseOffset: number; lastOffset: number }> {
+    if (this.#stopped) {
+      throw new DakgharError("partition_unavailable", "Partition is stopping");
+    }
+    const { baseOffset, lastOffset } = this.#appendToLog(log, batches);
+    if (this.#config.flush === "sync") {
+      try {
+        await log.flush();
+      } catch (error) {
+        this.#fatal(error);
+        throw error;
+      }
+    }
+    this.#wakeReaders(log);
+    return { baseOffset, lastOffset };
+  }
+
+  #schedule(id: number, records: Uint8Array, due: number[]): void {
+    const delays = this.#delaysOrThrow();
+    delays.schedule(records, due).then(
+      (result) => this.#reply({ type: "scheduled", id, ...result }),
+      (error) => this.#replyError(id, error),
+    );
+  }
+
+  #unschedule(id: number, delayId: string): void {
+    const delays = this.#delaysOrThrow();
+    delays.cancel(delayId).then(
+      (found) => this.#reply({ type: "unscheduled", id, found }),
+      (error) => this.#replyError(id, error),
+    );
+  }
+
+  #delaysOrThrow(): PartitionDelays {
+    if (this.#delays === null) {
+      throw new DakgharError(
+        "partition_unavailable",
+        "Delayed records are unavailable on this partition",
+        { topic: this.#topic, partition: this.#partition },
+      );
+    }
+    return this.#delays;
+  }
+
+  #append(log: PartitionLog, id: number, batches: Uint8Array): void {
+    const result = this.#appendToLog(log, batches);
     const appended: PartitionMessage = { type: "appended", id, ...result };
     if (this.#config.flush === "interval") {
       this.#reply(appended);
@@ -237,39 +366,58 @@ class PartitionActor {
     request: Extract<RouterMessage, { type: "read" }>,
   ): void {
     const { id, offset, maxBytes, maxWaitMs } = request;
+    const matcher = compileFilter(request.filter ?? null);
     const caughtUp = offset >= log.highWatermark &&
       offset <= log.logEndOffset;
     if (!caughtUp) {
       // Throws OffsetOutOfRangeError outside [logStartOffset, logEndOffset].
       const bytes = log.read(offset, maxBytes);
       if (bytes.length > 0 || maxWaitMs <= 0) {
-        return this.#replyBytes(log, id, bytes);
+        return this.#replyBytes(log, id, bytes, offset, matcher);
       }
       // Nothing below the high watermark from here on: the offset lies in
       // offsets lost to a crash, which recovery stepped the log end past.
       // Like a caught-up read, it waits for the next append.
     } else if (maxWaitMs <= 0) {
-      return this.#replyEmpty(log, id);
+      return this.#replyEmpty(log, id, offset, matcher);
     }
     const timer = setTimeout(() => this.#answerWaiting(id, true), maxWaitMs);
     this.#waiting.set(id, {
       offset,
       maxBytes,
       highWatermark: log.highWatermark,
+      matcher,
       timer,
     });
   }
 
-  #replyRecords(
+  /**
+   * Answers a read with `bytes` read from `offset`. A filtered read keeps
+   * only matching records (re-framed) and says where to go on.
+   */
+  #replyBytes(
     log: PartitionLog,
     id: number,
+    bytes: Uint8Array,
     offset: number,
-    maxBytes: number,
+    matcher: RecordMatcher | null,
   ): void {
-    this.#replyBytes(log, id, log.read(offset, maxBytes));
-  }
-
-  #replyBytes(log: PartitionLog, id: number, bytes: Uint8Array): void {
+    let nextOffset: number | undefined;
+    if (matcher !== null) {
+      const picked = pickRecords(
+        bytes,
+        (recordOffset, batch, recordStart) =>
+          recordOffset >= offset && matcher(batch, recordStart),
+      );
+      nextOffset = bytes.length === 0
+        ? offset
+        : Math.max(offset, picked.nextOffset);
+      bytes = picked.records === 0 ? new Uint8Array(0) : picked.bytes;
+      // The picked bytes may be the read itself or views of it: transfer one fresh array.
+      if (bytes.byteOffset !== 0 || bytes.length !== bytes.buffer.byteLength) {
+        bytes = bytes.slice();
+      }
+    }
     this.#reply({
       type: "records",
       id,
@@ -277,18 +425,17 @@ class PartitionActor {
       highWatermark: log.highWatermark,
       logStartOffset: log.logStartOffset,
       logEndOffset: log.logEndOffset,
+      ...(nextOffset === undefined ? {} : { nextOffset }),
     });
   }
 
-  #replyEmpty(log: PartitionLog, id: number): void {
-    this.#reply({
-      type: "records",
-      id,
-      bytes: new Uint8Array(0),
-      highWatermark: log.highWatermark,
-      logStartOffset: log.logStartOffset,
-      logEndOffset: log.logEndOffset,
-    });
+  #replyEmpty(
+    log: PartitionLog,
+    id: number,
+    offset: number,
+    matcher: RecordMatcher | null,
+  ): void {
+    this.#replyBytes(log, id, new Uint8Array(0), offset, matcher);
   }
 
   /** Answers a waiting read: empty when `empty`, else with what is readable now. */
@@ -299,8 +446,12 @@ class PartitionActor {
     this.#waiting.delete(id);
     clearTimeout(waiting.timer);
     try {
-      if (empty) this.#replyEmpty(log, id);
-      else this.#replyRecords(log, id, waiting.offset, waiting.maxBytes);
+      const { offset, matcher } = waiting;
+      if (empty) this.#replyEmpty(log, id, offset, matcher);
+      else {
+        const bytes = log.read(offset, waiting.maxBytes);
+        this.#replyBytes(log, id, bytes, offset, matcher);
+      }
     } catch (error) {
       // Retention may have passed the offset while the read waited.
       this.#replyError(id, error);
@@ -313,6 +464,7 @@ class PartitionActor {
         this.#answerWaiting(id, false);
       }
     }
+    this.#queues?.wake();
   }
 
   #flush(): void {
@@ -329,7 +481,7 @@ class PartitionActor {
     try {
       const now = Date.now();
       log.maybeRoll(now);
-      log.maybeApplyRetention(now);
+      this.#applyRetention(log, now);
     } catch (error) {
       this.#fatal(error);
     }
@@ -354,6 +506,8 @@ class PartitionActor {
     clearInterval(this.#maintenanceTimer);
     clearInterval(this.#flushTimer);
     try {
+      await this.#delays?.close();
+      await this.#queues?.close();
       await log.flush();
       for (const id of [...this.#waiting.keys()]) this.#answerWaiting(id, true);
       if (deleteFiles) log.delete();
@@ -367,7 +521,12 @@ class PartitionActor {
   }
 
   #stats(log: PartitionLog): PartitionStats {
-    return { partition: this.#partition, ...log.stats() };
+    const stats: PartitionStats = {
+      partition: this.#partition,
+      ...log.stats(),
+    };
+    if (this.#delays !== null) stats.delayed = this.#delays.pending;
+    return stats;
   }
 
   #fatal(error: unknown): void {
@@ -375,6 +534,9 @@ class PartitionActor {
     this.#stopped = true;
     clearInterval(this.#maintenanceTimer);
     clearInterval(this.#flushTimer);
+    // Stops their timers; the restart recovers both from disk.
+    this.#queues?.close().catch(() => {});
+    this.#delays?.close().catch(() => {});
     const data = errorToData(error);
     this.#log.error("partition blocked", {
       topic: this.#topic,
