@@ -66,7 +66,7 @@ function records(values: string[], tags: string[] = []) {
 }
 
 async function eventually(check: () => boolean | Promise<boolean>) {
-  for (let i = 0; i < 500; i++) {
+  for (let i = 0; i < 3000; i++) {
     if (await check()) return;
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
