@@ -548,4 +548,80 @@ test("createTopic() keeps retentionDropsUnsettled across a restart", async () =>
   );
 });
 
+test("a partition worker that dies mid-flight gets its cursor again and the member its prefetch back", async () => {
+  const broker = await start();
+  await broker.createTopic("jobs");
+  await broker.createGroup("w", { topic: "jobs", mode: "queue" });
+  await publishValues(broker, "jobs", ["a", "b", "c"]);
+  const m = queueMember("m");
+  await broker.joinQueueGroup("w", m, { prefetchRecords: 3 });
+  await eventually(() => m.got.length === 3 || undefined, "prefetch full");
+
+  await broker.partitionClient("jobs", 0).worker!.terminate();
+  await eventually(
+    () => m.got.length === 6 || undefined,
+    "delivered again after the restart",
+  );
+  assert.equal(m.got.slice(3).map((g) => `${g.value}:${g.attempt}`), [
+    "a:2",
+    "b:2",
+    "c:2",
+  ]);
+  const result = await broker.settle("w", settlements(m.got.slice(3), "ack"));
+  assert.is(result.settled, 3);
+});
+
+test("deleteTopic() forgets its queue groups' cursors; the group reads the topic made again", async () => {
+  const broker = await start();
+  await broker.createTopic("jobs");
+  await broker.createGroup("w", { topic: "jobs", mode: "queue" });
+  await publishValues(broker, "jobs", ["old"]);
+  assert.is((await receiveAll(broker, "w")).length, 1);
+  await broker.deleteTopic("jobs");
+  assert.is(await codeOf(() => receiveAll(broker, "w")), "unknown_topic");
+
+  await broker.createTopic("jobs");
+  await publishValues(broker, "jobs", ["new"]);
+  const got = await eventually(async () => {
+    const got = await receiveAll(broker, "w");
+    return got.length > 0 ? got : undefined;
+  }, "the new topic's record");
+  assert.equal(got.map((g) => [g.value, g.offset, g.attempt]), [["new", 0, 1]]);
+});
+
+test("read() with a filter returns only matching records and where to go on", async () => {
+  const broker = await start();
+  await broker.createTopic("tagged");
+  await broker.publishRecords("tagged", [
+    { value: text("a"), headers: [["dakghar.tag", text("eu")]] },
+    { value: text("b") },
+    { value: text("c"), headers: [["dakghar.tag", text("eu")]] },
+    { value: text("d") },
+  ]);
+  const result = await broker.read("tagged", 0, 0, {
+    maxBytes: 1 << 20,
+    maxWaitMs: 0,
+    filter: { tags: ["eu"] },
+  });
+  assert.equal(
+    decodeBatches(result.bytes).map((r) => untext(r.value)),
+    ["a", "c"],
+  );
+  assert.is(result.nextOffset, 4);
+});
+
+test("describeGroup() of a queue group lists its members and per-partition progress", async () => {
+  const broker = await start();
+  await broker.createTopic("jobs", { partitions: 2 });
+  await broker.createGroup("w", { topic: "jobs", mode: "queue" });
+  await broker.joinQueueGroup("w", queueMember("b"));
+  await broker.joinQueueGroup("w", queueMember("a"));
+  const described = await broker.describeGroup("w");
+  assert.equal(described.members.map((m) => m.id), ["a", "b"]);
+  assert.equal(described.queue!.map((q) => q.partition), [0, 1]);
+  assert.is(broker.listGroups().find((g) => g.name === "w")!.members, 2);
+  broker.leaveQueueGroup("w", "a");
+  assert.is(broker.listGroups().find((g) => g.name === "w")!.members, 1);
+});
+
 test.run();
