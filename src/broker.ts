@@ -366,6 +366,12 @@ export interface Settlement {
   offset: number;
   attempt: number;
   action: SettleAction;
+  /**
+   * ack only: settles `count` consecutive offsets from `offset`, each
+   * delivered with `attempt` (default 1), as one entry, so a range of
+   * acks costs no object per record.
+   */
+  count?: number;
   /** nack: delay before redelivery; extend: new deadline from now. */
   delayMs?: number;
   /** nack or reject: the error text recorded for dead letters. */
