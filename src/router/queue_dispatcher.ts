@@ -221,8 +221,16 @@ export class QueueDispatcher {
     for (const settlement of settlements) {
       checkSettlement(settlement);
       const { partition, offset, attempt, action } = settlement;
+      const count = action === "ack" ? settlement.count ?? 1 : 1;
       if (partition >= clients.length) {
-        refused.push({ partition, offset, attempt, code: "unknown_partition" });
+        for (let i = 0; i < count; i++) {
+          refused.push({
+            partition,
+            offset: offset + i,
+            attempt,
+            code: "unknown_partition",
+          });
+        }
         continue;
       }
       let batch = byPartition.get(partition);
@@ -238,9 +246,9 @@ export class QueueDispatcher {
           last >= 0 && acks[last] + acks[last + 1] === offset &&
           acks[last + 2] === attempt
         ) {
-          acks[last + 1]++;
+          acks[last + 1] += count;
         } else {
-          acks.push(offset, 1, attempt);
+          acks.push(offset, count, attempt);
         }
         continue;
       }
@@ -270,8 +278,16 @@ export class QueueDispatcher {
             partition,
             error,
           });
-          for (const { offset, attempt } of batch.all) {
-            refused.push({ partition, offset, attempt, code: "stale_receipt" });
+          for (const { offset, attempt, action, count } of batch.all) {
+            const records = action === "ack" ? count ?? 1 : 1;
+            for (let i = 0; i < records; i++) {
+              refused.push({
+                partition,
+                offset: offset + i,
+                attempt,
+                code: "stale_receipt",
+              });
+            }
           }
         }
       }),
@@ -641,6 +657,10 @@ function checkSettlement(settlement: Settlement): void {
     ? "attempt"
     : !actions.has(action)
     ? "action"
+    : settlement.count !== undefined &&
+        (action !== "ack" || !Number.isSafeInteger(settlement.count) ||
+          settlement.count < 1)
+    ? "count"
     : settlement.delayMs !== undefined &&
         (!Number.isFinite(settlement.delayMs) || settlement.delayMs < 0)
     ? "delayMs"

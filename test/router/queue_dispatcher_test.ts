@@ -175,7 +175,16 @@ test("join() never hands a member more than its prefetch; settle() frees room", 
   assert.equal(result, { settled: 4, refused: [] });
   const qsettle = partitions[0].sent.find((s) => s.type === "qsettle")!;
   assert.equal(qsettle.acks, [0, 4, 1]);
-  await eventually(() => m.records() === 12, "room refilled");
+
+  // A range entry continues the run of the entries before it.
+  const ranged = await dispatcher.settle([
+    { partition: 0, offset: 4, attempt: 1, action: "ack" },
+    { partition: 0, offset: 5, attempt: 1, action: "ack", count: 2 },
+  ]);
+  assert.is(ranged.settled, 3);
+  const second = partitions[0].sent.filter((s) => s.type === "qsettle")[1];
+  assert.equal(second.acks, [4, 3, 1]);
+  await eventually(() => m.records() === 15, "room refilled");
   await settle();
   assert.is(partitions[0].inFlight.size, 8);
   dispatcher.close();
