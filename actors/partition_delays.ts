@@ -30,8 +30,13 @@ import {
   readScheduleEntry,
   scheduleEntry,
 } from "../src/delay/delay_journal.ts";
-import { DakgharError, OffsetOutOfRangeError } from "../src/errors.ts";
 import {
+  DakgharError,
+  OffsetOutOfRangeError,
+  RecordTooLargeError,
+} from "../src/errors.ts";
+import {
+  BATCH_HEADER_BYTES,
   type BatchRecord,
   decodeBatches,
   encodeBatch,
@@ -58,6 +63,12 @@ export interface PartitionDelaysOptions {
   partition: number;
   /** "sync": a schedule or cancel is fsynced before it resolves; "interval": fsynced each second. */
   flush: FlushPolicy;
+  /**
+   * The topic's largest record. A record that would pass it once the
+   * delay-id header is added is refused at schedule, since its append
+   * would fail when due (default: no check).
+   */
+  maxMessageBytes?: number;
   /** Broker clock, ms since epoch (default Date.now). */
   now?: () => number;
   /** Most records appended by one firing (default 10,000). */
@@ -97,6 +108,7 @@ export class PartitionDelays {
   readonly #fireBytesMax: number;
   readonly #compactBytesMin: number;
   readonly #retryMs: number;
+  readonly #maxMessageBytes: number;
   #intentSeq = 0;
   #started = false;
   #closed = false;
@@ -124,6 +136,7 @@ export class PartitionDelays {
     this.#fireBytesMax = options.fireBytesMax ?? 4 << 20;
     this.#compactBytesMin = options.compactBytesMin ?? 8 << 20;
     this.#retryMs = options.retryMs ?? 1_000;
+    this.#maxMessageBytes = options.maxMessageBytes ?? Infinity;
   }
 
   /**
@@ -168,6 +181,8 @@ export class PartitionDelays {
    * @param due one due time per record, broker ms since epoch
    * @returns one id per record, in order, and the due times
    * @throws {RangeError} when `due` does not hold one finite time per record
+   * @throws {RecordTooLargeError} when a record with its delay-id header
+   *   would pass `maxMessageBytes`; nothing is scheduled
    * @throws {DakgharError} `storage_error` when the journal cannot be written
    */
   async schedule(
@@ -194,6 +209,10 @@ export class PartitionDelays {
         headers: [...record.headers, [DELAY_ID_HEADER, encoder.encode(id)]],
         timestamp: record.timestamp,
       }]);
+      const recordBytes = batch.length - BATCH_HEADER_BYTES;
+      if (recordBytes > this.#maxMessageBytes) {
+        throw new RecordTooLargeError(recordBytes, this.#maxMessageBytes);
+      }
       const entry = scheduleEntry(id, due[index], batch);
       entries.push(entry);
       ids.push(id);

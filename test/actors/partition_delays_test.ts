@@ -18,7 +18,10 @@ import {
 } from "../../src/log/record_batch.ts";
 import { createLogger } from "../../src/logger.ts";
 import { FaultyFileSystem, fileSystem } from "../log/_helpers.ts";
-import { OffsetOutOfRangeError } from "../../src/errors.ts";
+import {
+  OffsetOutOfRangeError,
+  RecordTooLargeError,
+} from "../../src/errors.ts";
 import type { FileSystem } from "../../src/runtime/types.ts";
 import { makeTempDir, removeTempDir } from "../router/_temp_dir.ts";
 
@@ -273,6 +276,21 @@ test("open() looks from the log start when retention removed an intent's offset"
   await delays.close();
 });
 
+test("schedule() refuses a record too large once its delay id is added", async () => {
+  const delays = open(new MemoryLog(), { maxMessageBytes: 120 });
+  const small = records(["a"]);
+  await delays.schedule(small, [Date.now() + 1e9]);
+  const big = records(["b".repeat(60)]);
+  try {
+    await delays.schedule(big, [Date.now() + 1e9]);
+    assert.unreachable();
+  } catch (error) {
+    assert.instance(error, RecordTooLargeError);
+  }
+  assert.is(delays.pending, 1);
+  await delays.close();
+});
+
 test("schedule() fires due records in batches", async () => {
   const host = new MemoryLog();
   const delays = open(host, { fireRecordsMax: 7 });
@@ -326,9 +344,8 @@ test("open() keeps pending records across a restart: none lost, none early, over
   delays = open(host);
   assert.is(delays.pending, 3);
   delays.start();
-  await until(() => host.end === 1, "the overdue record");
-  assert.equal(host.delayIds(), [ids[0]]);
-  await until(() => host.end === 2, "the record due soon");
+  await until(() => host.end === 2, "the overdue and the soon record");
+  assert.equal(host.delayIds(), [ids[0], ids[1]]);
   assert.ok(host.appendedAt[1] >= now + 50);
   assert.is(delays.pending, 1);
   await delays.close();
@@ -389,7 +406,8 @@ test("start() retries a failed append without appending twice", async () => {
     host.mode = "ok";
     await until(() => delays.pending === 0, "no record pending");
     assert.equal(host.delayIds(), ids, mode);
-    assert.is(host.appends, mode === "throwBefore" ? 2 : 1, mode);
+    if (mode === "throwBefore") assert.ok(host.appends >= 2, mode);
+    else assert.is(host.appends, 1, mode);
     await delays.close();
     fileSystem.remove(`${dir}/delayed`);
   }
@@ -425,9 +443,10 @@ test("start() compacts a mostly dead journal and fires from the new one", async 
   const fireNow = Array.from({ length: 100 }, (_, i) => `now${i}`);
   const later = ["l0", "l1", "l2", "l3", "l4"];
   await delays.schedule(records(fireNow), fireNow.map(() => Date.now() - 1));
+  const far = Date.now() + 1e9;
   const { ids } = await delays.schedule(
     records(later),
-    later.map((_, i) => Date.now() + 150 + i),
+    later.map((_, i) => far + i),
   );
   const journalBytes = () =>
     fileSystem.list(`${dir}/delayed`).reduce(
@@ -441,7 +460,8 @@ test("start() compacts a mostly dead journal and fires from the new one", async 
   assert.ok(await delays.cancel(ids[1]));
   await delays.close();
 
-  delays = open(host, { compactBytesMin: 4096 });
+  // A clock past their due time fires them at once.
+  delays = open(host, { compactBytesMin: 4096, now: () => far + 10 });
   assert.is(delays.pending, 4);
   delays.start();
   await until(() => host.end === 104, "the later records");
