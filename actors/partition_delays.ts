@@ -191,7 +191,9 @@ export class PartitionDelays {
   ): Promise<{ ids: string[]; due: number[] }> {
     this.#checkOpen();
 
-    // One entry per record: the record re-framed alone, its delay id added.
+    // One entry per record: the record re-framed alone, its delay id added
+    // in place of any it had (a republished record may carry an old one,
+    // and recovery looks at the first).
     const entries: Uint8Array[] = [];
     const ids: string[] = [];
     let size = 0;
@@ -206,7 +208,10 @@ export class PartitionDelays {
       const batch = encodeBatch([{
         key: record.key,
         value: record.value,
-        headers: [...record.headers, [DELAY_ID_HEADER, encoder.encode(id)]],
+        headers: [
+          ...record.headers.filter(([name]) => name !== DELAY_ID_HEADER),
+          [DELAY_ID_HEADER, encoder.encode(id)],
+        ],
         timestamp: record.timestamp,
       }]);
       const recordBytes = batch.length - BATCH_HEADER_BYTES;

@@ -262,7 +262,7 @@ function scanFile(
     start: number,
     end: number,
     position: number,
-  ) => boolean | void,
+  ) => void,
 ): number {
   const size = file.size();
   let buffer = new Uint8Array(Math.min(READ_CHUNK_BYTES, Math.max(size, 8)));
@@ -282,9 +282,7 @@ function scanFile(
       if (readU32(buffer, p + 4) !== crc32c(buffer, p + 8, p + 4 + length)) {
         return bufferAt + p;
       }
-      if (visit(buffer, p + 8, p + 4 + length, bufferAt + p) === false) {
-        return bufferAt + p;
-      }
+      visit(buffer, p + 8, p + 4 + length, bufferAt + p);
       p += 4 + length;
     }
     if (bufferAt + have >= size || read === 0) return bufferAt + p;
@@ -365,13 +363,21 @@ export class DelayJournal {
   }
 
   /**
-   * Calls `visit` with every entry in order; cuts a torn or garbled tail.
+   * Calls `visit` with every entry in order; cuts a torn or garbled tail
+   * (bad length or CRC) and skips intact entries it does not understand.
    */
   replay(visit: (entry: JournalEntry) => void): void {
     const end = scanFile(this.#file, (bytes, start, stop, position) => {
       const entry = parseEntry(bytes, start, stop, position);
-      if (entry === null) return false;
-      visit(entry);
+      // Intact but not understood: written by a newer version. Skipped
+      // rather than cut, since what follows it is good.
+      if (entry === null) {
+        this.#log.warn("delay journal entry of unknown form skipped", {
+          path: this.#file.path,
+          position,
+          type: bytes[start],
+        });
+      } else visit(entry);
     });
     if (end < this.#size) {
       this.#log.warn("delay journal cut at a torn or garbled entry", {
@@ -502,6 +508,7 @@ export class DelayJournal {
     });
   }
 
+  /** Closes the file; call {@linkcode syncNow} first to make it durable. */
   close(): void {
     this.#file.close();
   }

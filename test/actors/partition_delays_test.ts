@@ -189,6 +189,25 @@ test("schedule() answers ids and fires records at their due time, in due order",
   await delays.close();
 });
 
+test("schedule() replaces a delay id the record already carries", async () => {
+  const host = new MemoryLog();
+  const delays = open(host);
+  const old = encodeRecords([{
+    key: null,
+    value: text("again"),
+    headers: [[DELAY_ID_HEADER, text("3-old")], ["x", null]],
+    timestamp: 5,
+  }]);
+  const { ids } = await delays.schedule(old, [Date.now() - 1]);
+  delays.start();
+  await until(() => host.end === 1, "the record");
+  assert.equal(
+    host.records()[0].headers.map(([n, v]) => [n, str(v)]),
+    [["x", null], [DELAY_ID_HEADER, ids[0]]],
+  );
+  await delays.close();
+});
+
 test("schedule() refuses due times that do not match the records", async () => {
   const delays = open(new MemoryLog());
   try {

@@ -10,6 +10,7 @@ import {
   scheduleEntry,
 } from "../../src/delay/delay_journal.ts";
 import { createLogger } from "../../src/logger.ts";
+import { crc32c } from "../../src/log/_crc32c.ts";
 import { fileSystem, temporaryDir } from "../log/_helpers.ts";
 
 const test = suite("delay_journal");
@@ -72,6 +73,24 @@ test("replay() stops at a garbled entry and cuts the file there", () => {
   journal.append(cancelEntry("1-c"));
   assert.equal(replayed(journal), [{ type: 2, id: "1-a" }]);
   assert.is(journal.size, first.length);
+  journal.close();
+});
+
+test("replay() skips an intact entry of unknown type", () => {
+  const journal = DelayJournal.open(fileSystem, dir, log);
+  const unknown = cancelEntry("1-x");
+  unknown[8] = 99;
+  // Re-checksum so the entry is intact, just not understood.
+  new DataView(unknown.buffer).setUint32(
+    4,
+    crc32c(unknown, 8, unknown.length),
+    true,
+  );
+  journal.append(unknown);
+  journal.append(cancelEntry("1-z"));
+  const size = journal.size;
+  assert.equal(replayed(journal), [{ type: 2, id: "1-z" }]);
+  assert.is(journal.size, size);
   journal.close();
 });
 
