@@ -82,7 +82,7 @@ interface Group {
 }
 
 /** Expiries are checked at most this often, so `qexpired` comes in batches. */
-const TIMER_SPACING_MS = 100;
+const TIMER_SPACING_MS = 250;
 /** Letters per `qdead` message. */
 const LETTERS_PER_MESSAGE = 500;
 
@@ -311,6 +311,7 @@ export class PartitionQueues {
     message: Extract<QueueRequest, { type: "qfetch" }>,
     now: number,
   ): void {
+    const readOffset = group.cursor.readOffset;
     const fetched = group.cursor.fetch(
       message.member,
       Math.max(1, message.maxRecords),
@@ -319,7 +320,9 @@ export class PartitionQueues {
       this.#host.partitionLog(),
     );
     group.idle = !fetched.more;
-    group.dirty = true;
+    if (fetched.records > 0 || group.cursor.readOffset !== readOffset) {
+      group.dirty = true;
+    }
     this.#host.send({ type: "deliveries", id: message.id, ...fetched });
     this.#sendDeadLetters(group);
     this.#maybeWrite(group);
@@ -447,7 +450,10 @@ export class PartitionQueues {
     const bytes = encodeQueueState(group.cursor.snapshot());
     this.#host.fs.writeFileAtomicAsync(group.path, bytes).then(() => {
       group.writing = false;
-      if (group.dropped) this.#host.fs.remove(group.path);
+      // Dropped while writing: the write put the file back.
+      if (group.dropped && !this.#groups.has(group.name)) {
+        this.#host.fs.remove(group.path);
+      }
       for (const waiter of waiters) waiter.resolve();
       this.#maybeWrite(group);
     }, (error) => {

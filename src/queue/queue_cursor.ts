@@ -345,6 +345,7 @@ export class QueueCursor {
   /**
    * Ends every delivery whose ack deadline has passed; each counts as a
    * failed delivery and becomes deliverable again (or a dead letter).
+   * Nacked records whose delay has passed become deliverable too.
    *
    * @returns flat [member, records, bytes] triples of what expired
    */
@@ -364,6 +365,7 @@ export class QueueCursor {
         this.#fail(offset, slot, now, null, false);
       }
     }
+    this.#promoteDue(now);
     return tally.triples();
   }
 

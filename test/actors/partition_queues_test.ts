@@ -274,11 +274,10 @@ test("schedule appends the records when due and counts them in stats until then"
       due: [Date.now() + 50],
     });
     assert.is(scheduled.ids.length, 1);
-    await eventually(async () =>
-      (await client.request({ type: "stats" })).stats.logEndOffset === 1
-    );
-    const stats = (await client.request({ type: "stats" })).stats;
-    assert.is(stats.delayed, 0);
+    await eventually(async () => {
+      const { stats } = await client.request({ type: "stats" });
+      return stats.logEndOffset === 1 && stats.delayed === 0;
+    });
     const cancelled = await client.request({
       type: "unschedule",
       delayId: scheduled.ids[0],
