@@ -16,12 +16,19 @@
  */
 import type {
   Broker,
+  GroupCreateRequest,
+  GroupMode,
+  GroupSettings,
   QueueDelivery,
   QueueJoinOptions,
   QueueMemberHandle,
+  RecordFilter,
   Settlement,
 } from "../broker.ts";
+import { DakgharError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
+import { sameFilter } from "../queue/filter.ts";
+import { BadFrame } from "./bad_frame.ts";
 import { type ReadEncoding, toDeliveryRecords } from "./json_records.ts";
 
 /** Default prefetch, as the broker's: records and bytes unsettled at once. */
@@ -339,5 +346,130 @@ export function parsePrefetch(
   return {
     records: (records as number | undefined) ?? prefetchDefaults.records,
     bytes: (bytes as number | undefined) ?? prefetchDefaults.bytes,
+  };
+}
+
+/**
+ * The mode a subscription joins with: the group's own when it exists
+ * (queue and key_shared may stand for each other in the frame, which only
+ * says how to create the group), else the frame's, else stream.
+ *
+ * @throws DakgharError group_exists when the frame asks for a stream group
+ *   and the group is a queue group, or the other way round
+ */
+export function subscriptionMode(
+  group: string | undefined,
+  settings: GroupSettings | undefined,
+  asked: GroupMode | undefined,
+): GroupMode {
+  if (group === undefined) return "stream";
+  if (settings === undefined) return asked ?? "stream";
+  if (
+    asked !== undefined &&
+    (asked === "stream") !== (settings.mode === "stream")
+  ) {
+    throw new DakgharError(
+      "group_exists",
+      `Group ${group} is a ${settings.mode} group`,
+      { group, mode: settings.mode },
+    );
+  }
+  return settings.mode;
+}
+
+/** What the session already decided about a queue `subscribe` frame. */
+export interface QueueSubscribeChoice {
+  group: string;
+  topic: string | undefined;
+  mode: "queue" | "key_shared";
+  /** The frame's filter, already checked; null when it has none. */
+  filter: RecordFilter | null;
+  /** The group's settings; undefined when the group must be created. */
+  settings: GroupSettings | undefined;
+}
+
+/**
+ * Checks the rest of a `subscribe` frame for a queue or key_shared group.
+ *
+ * @returns the subscription's settings (`memberId` only when the client
+ *   chose one) and, for a group that does not exist yet, how to create it
+ * @throws BadFrame for a malformed field; DakgharError bad_request for a
+ *   topic or filter that is not the group's
+ */
+export function parseQueueSubscribe(
+  frame: Record<string, unknown>,
+  id: unknown,
+  choice: QueueSubscribeChoice & { defaultFormat: "json" | "batch" },
+): {
+  settings: Omit<QueueSubscriptionSettings, "memberId"> & {
+    memberId?: string;
+  };
+  create?: GroupCreateRequest;
+} {
+  const { group, settings, filter, mode } = choice;
+  const topic = choice.topic ?? settings?.topic;
+  if (topic === undefined) {
+    throw new BadFrame("topic: needed to create a group", id);
+  }
+  if (settings !== undefined && topic !== settings.topic) {
+    throw new DakgharError(
+      "bad_request",
+      `topic: group ${group} reads ${settings.topic}`,
+      { group, topic: settings.topic },
+    );
+  }
+  if (
+    settings !== undefined && filter !== null &&
+    !sameFilter(settings.filter, filter)
+  ) {
+    throw new DakgharError(
+      "bad_request",
+      `filter: group ${group} has another filter; omit it to use the group's`,
+      { group, filter: settings.filter },
+    );
+  }
+  if (frame.partitions !== undefined) {
+    throw new BadFrame("partitions: a group assigns partitions itself", id);
+  }
+  const from = frame.from;
+  if (from !== undefined && from !== "earliest" && from !== "latest") {
+    throw new BadFrame('from: expected "earliest" or "latest" for a group', id);
+  }
+  const prefetch = parsePrefetch(frame.prefetch);
+  if (typeof prefetch === "string") throw new BadFrame(prefetch, id);
+  const format = frame.format ?? choice.defaultFormat;
+  if (format !== "json" && format !== "batch") {
+    throw new BadFrame('format: expected "json" or "batch"', id);
+  }
+  const encoding = frame.encoding ?? "utf8";
+  if (encoding !== "utf8" && encoding !== "base64") {
+    throw new BadFrame('encoding: expected "utf8" or "base64"', id);
+  }
+  const memberId = frame.memberId;
+  if (
+    memberId !== undefined &&
+    (typeof memberId !== "string" || memberId === "" || memberId.length > 200)
+  ) {
+    throw new BadFrame("memberId: 1 to 200 characters", id);
+  }
+
+  return {
+    settings: {
+      group,
+      topic,
+      mode,
+      format,
+      encoding,
+      prefetch,
+      ...(memberId === undefined ? {} : { memberId }),
+    },
+    ...(settings !== undefined ? {} : {
+      create: {
+        topic,
+        mode,
+        ...(from === undefined ? {} : { from }),
+        ...(filter === null ? {} : { filter }),
+      },
+    }),
   };
 }

@@ -30,8 +30,6 @@ import type { Context } from "hono";
 import type { WSContext, WSEvents, WSMessageReceive } from "hono/ws";
 import type {
   Broker,
-  GroupMode,
-  GroupSettings,
   MemberHandle,
   PartitionAssignment,
   RecordFilter,
@@ -48,10 +46,13 @@ import {
   type ReadEncoding,
   toConsumerRecords,
 } from "./json_records.ts";
+import { BadFrame } from "./bad_frame.ts";
 import {
-  parsePrefetch,
+  parseQueueSubscribe,
   parseSettleFrame,
+  type QueueSubscribeChoice,
   QueueSubscription,
+  subscriptionMode,
 } from "./queue_subscription.ts";
 import { parseRecordFilter } from "./record_filter.ts";
 
@@ -127,13 +128,6 @@ export function createWebSocketRoute(
       onError: () => session.close(),
     };
   });
-}
-
-/** Signals that a frame is malformed; answered with a `bad_frame` error. */
-class BadFrame extends DakgharError {
-  constructor(message: string, readonly id?: unknown) {
-    super("bad_frame", message);
-  }
 }
 
 /** One WebSocket connection and its subscriptions. */
@@ -274,7 +268,7 @@ class Session {
     const settings = group === undefined
       ? undefined
       : this.broker.groupSettings(group);
-    const mode = groupMode(group, settings, askedMode);
+    const mode = subscriptionMode(group, settings, askedMode);
     if (mode === "queue" || mode === "key_shared") {
       return this.subscribeQueue(frame, id, {
         group: group!,
@@ -353,60 +347,15 @@ class Session {
    * Joins a queue or key_shared group, creating it first with default
    * settings when it does not exist (a frame with `mode` and `topic`).
    */
-  subscribeQueue(frame: Frame, id: unknown, choice: {
-    group: string;
-    topic: string | undefined;
-    mode: "queue" | "key_shared";
-    filter: RecordFilter | null;
-    settings: GroupSettings | undefined;
-  }): void {
-    const { group, settings, filter } = choice;
-    const topic = choice.topic ?? settings?.topic;
-    if (topic === undefined) {
-      throw new BadFrame("topic: needed to create a group", id);
-    }
-    if (settings !== undefined && topic !== settings.topic) {
-      throw new DakgharError(
-        "bad_request",
-        `topic: group ${group} reads ${settings.topic}`,
-        { group, topic: settings.topic },
-      );
-    }
-    if (
-      settings !== undefined && filter !== null &&
-      !sameFilter(settings.filter, filter)
-    ) {
-      throw new DakgharError(
-        "bad_request",
-        `filter: group ${group} has another filter; omit it to use the group's`,
-        { group, filter: settings.filter },
-      );
-    }
-    if (frame.partitions !== undefined) {
-      throw new BadFrame("partitions: a group assigns partitions itself", id);
-    }
-    const from = frame.from;
-    if (from !== undefined && from !== "earliest" && from !== "latest") {
-      throw new BadFrame(
-        'from: expected "earliest" or "latest" for a group',
-        id,
-      );
-    }
-    const prefetch = parsePrefetch(frame.prefetch);
-    if (typeof prefetch === "string") throw new BadFrame(prefetch, id);
-    const format = frame.format ??
-      (this.encoding === "msgpack" ? "batch" : "json");
-    if (format !== "json" && format !== "batch") {
-      throw new BadFrame('format: expected "json" or "batch"', id);
-    }
-    const encoding = frame.encoding ?? "utf8";
-    if (encoding !== "utf8" && encoding !== "base64") {
-      throw new BadFrame('encoding: expected "utf8" or "base64"', id);
-    }
-    const memberId = optionalString(frame, "memberId");
-    if (memberId !== undefined && memberId.length > 200) {
-      throw new BadFrame("memberId: at most 200 characters", id);
-    }
+  subscribeQueue(
+    frame: Frame,
+    id: unknown,
+    choice: QueueSubscribeChoice,
+  ): void {
+    const { settings, create } = parseQueueSubscribe(frame, id, {
+      ...choice,
+      defaultFormat: this.encoding === "msgpack" ? "batch" : "json",
+    });
     if (this.subscriptions.size >= this.options.subscriptionsMax) {
       throw new DakgharError(
         "too_many_requests",
@@ -416,23 +365,13 @@ class Session {
 
     const sub = `s${++this.#subscriptionCount}`;
     const subscription = new QueueSubscription(this, sub, {
-      group,
-      topic,
-      mode: choice.mode,
-      memberId: memberId ?? `${this.id}-${sub}`,
-      format,
-      encoding,
-      prefetch,
+      ...settings,
+      memberId: settings.memberId ?? `${this.id}-${sub}`,
     });
     this.subscriptions.set(sub, subscription);
-    const creating = settings !== undefined
+    const creating = create === undefined
       ? Promise.resolve()
-      : this.broker.createGroup(group, {
-        topic,
-        mode: choice.mode,
-        ...(from === undefined ? {} : { from }),
-        ...(filter === null ? {} : { filter }),
-      });
+      : this.broker.createGroup(settings.group, create);
     creating.then(() => subscription.start(id)).catch((error) => {
       if (this.subscriptions.get(sub) !== subscription) return;
       this.subscriptions.delete(sub);
@@ -1232,32 +1171,4 @@ function parsePartitions(value: unknown, id: unknown): number[] | undefined {
     );
   }
   return [...new Set(value as number[])];
-}
-
-/**
- * The mode a subscription joins with: the group's own when it exists
- * (queue and key_shared may stand for each other in the frame, which only
- * says how to create the group), else the frame's, else stream.
- *
- * @throws DakgharError group_exists when the frame asks for a stream group
- *   and the group is a queue group, or the other way round
- */
-function groupMode(
-  group: string | undefined,
-  settings: GroupSettings | undefined,
-  asked: GroupMode | undefined,
-): GroupMode {
-  if (group === undefined) return "stream";
-  if (settings === undefined) return asked ?? "stream";
-  if (
-    asked !== undefined &&
-    (asked === "stream") !== (settings.mode === "stream")
-  ) {
-    throw new DakgharError(
-      "group_exists",
-      `Group ${group} is a ${settings.mode} group`,
-      { group, mode: settings.mode },
-    );
-  }
-  return settings.mode;
 }
