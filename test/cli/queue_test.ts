@@ -3,7 +3,11 @@ import * as assert from "uvu/assert";
 import { DEAD_LETTER_HEADERS } from "../../src/broker.ts";
 import { createApp } from "../../src/http/app.ts";
 import { silentLogger } from "../../src/logger.ts";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { runtime } from "../../src/runtime/mod.ts";
+import { startBroker } from "../../src/server.ts";
 import { FakeBroker } from "../http/_fake_broker.ts";
 import { runCli } from "./_run_cli.ts";
 
@@ -234,6 +238,63 @@ test("dlq list prints letters with provenance; dlq redrive prints the counts", a
     const missing = await runCli(url, ["dlq", "redrive"]);
     assert.is(missing.code, 2);
   });
+});
+
+test("consume --mode queue prints and acks; the next member gets only the rest", async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), "dakghar-cli-queue-"));
+  const running = await startBroker({ dataDir, port: 0, logger: silentLogger });
+  try {
+    const { url } = running;
+    await running.broker.createTopic("jobs", { partitions: 2 });
+    const produced = await runCli(
+      url,
+      ["produce", "jobs", "--tag", "eu"],
+      "a\nb\nc\nd\ne\n",
+    );
+    assert.is(produced.code, 0, produced.stderr);
+
+    const first = await runCli(url, [
+      "consume",
+      "jobs",
+      "--group",
+      "workers",
+      "--mode",
+      "queue",
+      "--max",
+      "3",
+      "--format",
+      "json",
+    ]);
+    assert.is(first.code, 0, first.stderr);
+    const records = String(first.stdout).trim().split("\n").map((line) =>
+      JSON.parse(line)
+    );
+    assert.is(records.length, 3);
+    for (const record of records) {
+      assert.is(record.attempt, 1);
+      assert.type(record.partition, "number");
+    }
+    assert.is(running.broker.groupSettings("workers")?.mode, "queue");
+
+    // Without --mode: the group is a queue, so it joins as a queue member.
+    const second = await runCli(url, [
+      "consume",
+      "jobs",
+      "--group",
+      "workers",
+      "--max",
+      "2",
+    ]);
+    assert.is(second.code, 0, second.stderr);
+    const values = [
+      ...records.map((record) => record.value),
+      ...String(second.stdout).trim().split("\n"),
+    ];
+    assert.equal(values.sort(), ["a", "b", "c", "d", "e"]);
+  } finally {
+    await running.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
 });
 
 test.run();
