@@ -116,7 +116,10 @@ export type RouterMessage =
     acks: number[];
     items: QueueSettleItem[];
   }
-  /** The member is gone: its in-flight records are deliverable again at once. */
+  /**
+   * The member is gone: its in-flight records are deliverable again at
+   * once. Answered by `qsettled` (settled 0) whose `freed` lists them.
+   */
   | { type: "qrelease"; id: number; group: string; member: number }
   /** Per-partition progress; answered by `qstats`. */
   | { type: "qdescribe"; id: number; group: string }
