@@ -240,7 +240,11 @@ export class PartitionQueues {
     const path = `${this.#queuesDir}/${encodeURIComponent(name)}.state`;
     const existing = this.#groups.get(name);
     if (config === null) {
-      if (existing !== undefined) existing.dropped = true;
+      if (existing !== undefined) {
+        existing.dropped = true;
+        // Settlements waiting for a write of a dropped cursor are answered now.
+        for (const waiter of existing.waiters.splice(0)) waiter.resolve();
+      }
       this.#groups.delete(name);
       this.#dormant.delete(name);
       host.fs.remove(path);
@@ -441,7 +445,11 @@ export class PartitionQueues {
   }
 
   #maybeWrite(group: Group): void {
-    if (group.writing || group.dropped) return;
+    if (group.dropped) {
+      for (const waiter of group.waiters.splice(0)) waiter.resolve();
+      return;
+    }
+    if (group.writing) return;
     if (group.waiters.length === 0 && !group.dirty) return;
     const waiters = group.waiters;
     group.waiters = [];

@@ -218,6 +218,47 @@ test("qconfig after a restart redelivers in-flight records with attempts continu
   }
 });
 
+test("an ack timeout sends qexpired and qready, then redelivers with attempt 2", async () => {
+  const client = await startPartition();
+  try {
+    await client.request({ type: "append", batches: records(["a"]) });
+    await client.request({
+      type: "qconfig",
+      group: "g",
+      config: queueConfig({ ackTimeoutMs: 20 }),
+    });
+    const first = await client.request({
+      type: "qfetch",
+      group: "g",
+      member: 3,
+      maxRecords: 10,
+      maxBytes: 1 << 20,
+    });
+    assert.is(first.more, false);
+    await eventually(() => notices.some((n) => n.type === "qready"));
+    const expired = notices.find((n) => n.type === "qexpired");
+    assert.ok(expired?.type === "qexpired");
+    assert.equal(expired.freed, [3, 1, first.bytes.length]);
+    const again = await client.request({
+      type: "qfetch",
+      group: "g",
+      member: 4,
+      maxRecords: 10,
+      maxBytes: 1 << 20,
+    });
+    assert.equal(again.redelivered, [0, 2]);
+    const late = await client.request({
+      type: "qsettle",
+      group: "g",
+      acks: [0, 1, 1],
+      items: [],
+    });
+    assert.is(late.refused.length, 1);
+  } finally {
+    await client.close(false);
+  }
+});
+
 test("qconfig null drops the cursor and its state file", async () => {
   const client = await startPartition();
   try {
