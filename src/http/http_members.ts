@@ -223,6 +223,8 @@ class HttpMember {
       ...(start <= 0 ? [] : partitions.slice(0, start)),
     ];
     let bytesLeft = this.owner.options.fetchBytesMax;
+    // A stream group created with a filter reads only what matches it.
+    const filter = broker.groupSettings(this.group)?.filter ?? undefined;
     for (const partition of order) {
       if (records.length >= options.maxRecords || bytesLeft <= 0) break;
       const offset = this.positions.get(partition);
@@ -232,6 +234,7 @@ class HttpMember {
         result = await broker.read(this.topic, partition, offset, {
           maxBytes: bytesLeft,
           maxWaitMs: 0,
+          ...(filter === undefined ? {} : { filter }),
         });
       } catch (error) {
         this.#readFailed(partition, offset, error);
@@ -239,15 +242,23 @@ class HttpMember {
       }
       // The partition may have been revoked or sought during the read.
       if (this.positions.get(partition) !== offset) continue;
-      if (result.bytes.length === 0) continue;
-      const slice = sliceBatches(
-        result.bytes,
-        offset,
-        options.maxRecords - records.length,
-      );
+      if (result.bytes.length === 0) {
+        // A filtered read moves past records that do not match.
+        if (result.nextOffset !== undefined && result.nextOffset > offset) {
+          this.positions.set(partition, result.nextOffset);
+        }
+        continue;
+      }
+      const wanted = options.maxRecords - records.length;
+      const slice = sliceBatches(result.bytes, offset, wanted);
       if (slice.records === 0) continue;
       bytesLeft -= slice.bytes.length;
-      this.positions.set(partition, slice.nextOffset);
+      this.positions.set(
+        partition,
+        slice.records < wanted && result.nextOffset !== undefined
+          ? Math.max(slice.nextOffset, result.nextOffset)
+          : slice.nextOffset,
+      );
       this.#next = partition + 1;
       for (
         const record of toConsumerRecords(

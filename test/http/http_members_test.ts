@@ -457,4 +457,49 @@ test("POST /groups/:group/members/:member/commit refuses an offset past the log 
   });
 });
 
+test("POST /groups/:group/members/:member/fetch reads only what a filtered stream group matches", async () => {
+  await withBroker(1, async (fixture) => {
+    const created = await fixture.call("PUT", "/groups/eu-billing", {
+      topic: "orders",
+      mode: "stream",
+      filter: { tags: ["eu"] },
+    });
+    assert.is(created.status, 200, JSON.stringify(created.body));
+    await fixture.call("POST", "/topics/orders/records", {
+      records: [
+        { value: "a", tags: ["eu"] },
+        { value: "b", tags: ["us"] },
+        { value: "c" },
+        { value: "d", tags: ["eu", "vip"] },
+        { value: "e", tags: ["us"] },
+      ],
+    });
+    const joined = await fixture.call("POST", "/groups/eu-billing/members", {
+      topic: "orders",
+      from: "earliest",
+    });
+    assert.is(joined.status, 201, JSON.stringify(joined.body));
+    const member = `/groups/eu-billing/members/${joined.body.memberId}`;
+    const values: string[] = [];
+    let assignment: Assignment[] = [];
+    for (let i = 0; i < 20 && values.length < 2; i++) {
+      const fetched = await fixture.call("POST", `${member}/fetch`, {
+        maxWaitMs: 200,
+      });
+      assert.is(fetched.status, 200, JSON.stringify(fetched.body));
+      for (const record of fetched.body.records) {
+        assert.ok(record.tags.includes("eu"));
+        values.push(record.value);
+      }
+      assignment = fetched.body.assignment;
+    }
+    assert.equal(values, ["a", "d"]);
+    // The position is past what the filter skipped, up to the log end.
+    const last = await fixture.call("POST", `${member}/fetch`, {});
+    assert.equal(last.body.records, []);
+    assert.ok(assignment[0].offset >= 4);
+    assert.is(last.body.assignment[0].offset, 5);
+  });
+});
+
 test.run();
