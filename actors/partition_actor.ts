@@ -316,27 +316,31 @@ class PartitionActor {
   }
 
   #schedule(id: number, records: Uint8Array, due: number[]): void {
-    const delays = this.#delaysOrThrow();
-    delays.schedule(records, due).then(
+    const delays = this.#delaysOrReply(id);
+    delays?.schedule(records, due).then(
       (result) => this.#reply({ type: "scheduled", id, ...result }),
       (error) => this.#replyError(id, error),
     );
   }
 
   #unschedule(id: number, delayId: string): void {
-    const delays = this.#delaysOrThrow();
-    delays.cancel(delayId).then(
+    const delays = this.#delaysOrReply(id);
+    delays?.cancel(delayId).then(
       (found) => this.#reply({ type: "unscheduled", id, found }),
       (error) => this.#replyError(id, error),
     );
   }
 
-  #delaysOrThrow(): PartitionDelays {
+  /** The delays, or null after answering that they are unavailable (not fatal). */
+  #delaysOrReply(id: number): PartitionDelays | null {
     if (this.#delays === null) {
-      throw new DakgharError(
-        "partition_unavailable",
-        "Delayed records are unavailable on this partition",
-        { topic: this.#topic, partition: this.#partition },
+      this.#replyError(
+        id,
+        new DakgharError(
+          "partition_unavailable",
+          "Delayed records are unavailable on this partition",
+          { topic: this.#topic, partition: this.#partition },
+        ),
       );
     }
     return this.#delays;
