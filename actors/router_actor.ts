@@ -37,43 +37,25 @@ import type {
   TopicDescription,
 } from "../src/broker.ts";
 import { DakgharError, UnknownTopicError } from "../src/errors.ts";
-import { DeadLetterSink } from "../src/router/dead_letters.ts";
 import { delayIdPartition, dueTime } from "../src/router/delayed_records.ts";
-import {
-  cursorConfig,
-  deadLetterRetentionMs,
-  isQueueMode,
-  resolveGroupSettings,
-  sameIdentity,
-} from "../src/router/group_settings.ts";
-import { QueueDispatcher } from "../src/router/queue_dispatcher.ts";
-import { redrive } from "../src/router/redrive.ts";
-import { validateFilter } from "../src/queue/filter.ts";
+import { QueueGroups } from "../src/router/queue_groups.ts";
 import type { PartitionLogConfig } from "../src/log/partition_log.ts";
 import { type BatchRecord, encodeRecords } from "../src/log/record_batch.ts";
 import { type DataDirLock, lockDataDir } from "../src/router/data_dir_lock.ts";
 import { type Logger, silentLogger } from "../src/logger.ts";
 import { GroupCoordinator } from "../src/router/group_coordinator.ts";
 import { OffsetStore } from "../src/router/offset_store.ts";
-import {
-  PartitionClient,
-  type QueueNotice,
-} from "../src/router/partition_client.ts";
+import { PartitionClient } from "../src/router/partition_client.ts";
 import { Partitioner } from "../src/router/partitioner.ts";
 import {
   defaultTopicConfig,
   resolveTopicConfig,
   TopicStore,
-  validateTopicName,
 } from "../src/router/topic_store.ts";
 import type { Runtime } from "../src/runtime/types.ts";
 
 /** Bytes of log between two offset index entries, for every partition. */
 const INDEX_INTERVAL_BYTES = 4096;
-/** Bytes per read when redriving dead letters. */
-const REDRIVE_READ_BYTES = 1024 * 1024;
-/** Room a dead letter needs beyond its record for the provenance headers. */
-const DEAD_LETTER_HEADROOM_BYTES = 4096;
 
 /** Options for {@linkcode startRouter}. */
 export interface RouterOptions {
@@ -146,9 +128,7 @@ export class RouterActor implements Broker {
   readonly #topics = new Map<string, Topic>();
   readonly #creating = new Map<string, Promise<TopicDescription>>();
   readonly #topicDefaults: TopicConfig;
-  /** Queue and key_shared groups by name. */
-  readonly #queues = new Map<string, QueueDispatcher>();
-  readonly #deadLetters: DeadLetterSink;
+  readonly #queues: QueueGroups;
   #closing = false;
   #lock: DataDirLock | undefined;
 
@@ -173,19 +153,19 @@ export class RouterActor implements Broker {
       sessionTimeoutMs: options.sessionTimeoutMs,
       log: this.#log.scope("groups"),
     });
-    this.#deadLetters = new DeadLetterSink({
-      deadLetterTopic: (group) =>
-        this.#queueSettings(group)?.queue?.deadLetterTopic,
-      ensureTopic: (name, source) => this.#ensureDeadLetterTopic(name, source),
-      append: async (topicName, partition, bytes) => {
-        const topic = this.#topic(topicName);
-        await this.publish(topicName, bytes, {
-          partition: partition % topic.partitions.length,
-        });
-      },
-      settled: (group, partition, reply) =>
-        this.#queues.get(group)?.freed(partition, reply.freed),
-      log: this.#log.scope("dead_letters"),
+    this.#queues = new QueueGroups({
+      groups: this.#groups,
+      partitions: (topic) => this.#topic(topic).partitions,
+      topicConfig: (topic) => this.#topic(topic).description.config,
+      topicDefaults: this.#topicDefaults,
+      hasTopic: (topic) => this.#topics.has(topic),
+      logRanges: (topic) => this.#stats(this.#topic(topic)),
+      createTopic: (name, config) => this.createTopic(name, config),
+      publish: (topic, batch, options) => this.publish(topic, batch, options),
+      publishRecords: (topic, records) => this.publishRecords(topic, records),
+      read: (topic, partition, offset, options) =>
+        this.read(topic, partition, offset, options),
+      log: this.#log,
     });
   }
 
@@ -200,9 +180,7 @@ export class RouterActor implements Broker {
     );
     // Groups first: a partition's first start sends its queue groups' qconfig.
     this.#groups.load();
-    for (const { name, settings } of this.#groups.groupsWithSettings()) {
-      if (isQueueMode(settings.mode)) this.#addDispatcher(name, settings);
-    }
+    this.#queues.load();
     const started: Promise<unknown>[] = [];
     for (const description of this.#store.load()) {
       started.push(this.#startTopic(description));
@@ -252,9 +230,7 @@ export class RouterActor implements Broker {
     await Promise.all(topic.partitions.map((p) => p.close(true)));
     this.#store.delete(name);
     // The cursors went with the partition directories.
-    for (const dispatcher of this.#queues.values()) {
-      if (dispatcher.topic === name) dispatcher.reset();
-    }
+    this.#queues.topicDeleted(name);
     await this.#groups.forgetTopic(name);
     this.#log.info("topic deleted", { topic: name });
   }
@@ -522,46 +498,13 @@ export class RouterActor implements Broker {
   }
 
   async describeGroup(name: string): Promise<GroupDescription> {
-    const description = await this.#groups.describeGroup(name);
-    const dispatcher = this.#queues.get(name);
-    if (dispatcher === undefined) return description;
-
-    const topic = dispatcher.topic;
-    let queue: QueuePartitionDescription[] = [];
-    try {
-      queue = await dispatcher.describe();
-    } catch (error) {
-      if (!(error instanceof DakgharError)) throw error;
-      this.#log.debug("queue group not described", { group: name, error });
-    }
-    return {
-      ...description,
-      members: dispatcher.memberIds().map((id) => ({
-        id,
-        topic,
-        partitions: [],
-        connected: true,
-      })),
-      partitions: queue.map((q) => ({
-        topic,
-        partition: q.partition,
-        committedOffset: q.ackFloor,
-        logEndOffset: q.logEndOffset,
-        lag: q.unsettled,
-        lagMs: 0,
-        owner: null,
-      })),
-      queue,
-    };
+    return await this.#queues.describeGroup(
+      await this.#groups.describeGroup(name),
+    );
   }
 
   listGroups(): GroupSummary[] {
-    return this.#groups.listGroups().map((summary) => {
-      const dispatcher = this.#queues.get(summary.name);
-      return dispatcher === undefined
-        ? summary
-        : { ...summary, members: dispatcher.size };
-    });
+    return this.#queues.listGroups(this.#groups.listGroups());
   }
 
   async createGroup(
@@ -569,82 +512,16 @@ export class RouterActor implements Broker {
     request: GroupCreateRequest,
   ): Promise<GroupSettings> {
     this.#checkOpen();
-    const info = this.#groups.groupInfo(name);
-    const settings = resolveGroupSettings(
-      name,
-      request,
-      info?.settings?.queue,
-    );
-    const topic = this.#topic(settings.topic);
-    if (settings.queue !== undefined) {
-      try {
-        validateTopicName(settings.queue.deadLetterTopic);
-      } catch {
-        throw new DakgharError(
-          "bad_request",
-          `Invalid group setting deadLetterTopic: ${
-            JSON.stringify(settings.queue.deadLetterTopic)
-          }, not a valid topic name`,
-          { field: "deadLetterTopic", value: settings.queue.deadLetterTopic },
-        );
-      }
-    }
-    if (info !== undefined) {
-      const differs = info.mode !== settings.mode ||
-        (info.settings !== undefined && !sameIdentity(info.settings, settings));
-      if (differs) {
-        throw new DakgharError(
-          "group_exists",
-          `Group exists with another mode, topic or filter: ${name}`,
-          { group: name, mode: info.mode, topic: info.settings?.topic },
-        );
-      }
-    }
-
-    await this.#groups.saveSettings(name, settings);
-    if (isQueueMode(settings.mode)) {
-      const configured = this.#configureQueue(name, settings, topic);
-      if (!this.#queues.has(name)) this.#addDispatcher(name, settings);
-      await configured;
-    }
-    this.#log.info("group created", { group: name, ...settings });
-    return settings;
+    return await this.#queues.createGroup(name, request);
   }
 
   groupSettings(name: string): GroupSettings | undefined {
-    const info = this.#groups.groupInfo(name);
-    if (info === undefined) return undefined;
-    return info.settings ?? {
-      topic: info.topics[0] ?? "",
-      mode: "stream",
-      // A group made by a member's join was never given a start position.
-      from: null as unknown as StartPosition,
-      filter: null,
-    };
+    return this.#queues.groupSettings(name);
   }
 
   async deleteGroup(name: string): Promise<void> {
     this.#checkOpen();
-    const dispatcher = this.#queues.get(name);
-    if (dispatcher !== undefined) {
-      this.#queues.delete(name);
-      dispatcher.close();
-      const clients = this.#topics.get(dispatcher.topic)?.partitions ?? [];
-      const dropped = await Promise.allSettled(
-        clients.map((client) =>
-          client.request({ type: "qconfig", group: name, config: null })
-        ),
-      );
-      for (const result of dropped) {
-        if (result.status === "rejected") {
-          this.#log.warn("queue cursor not dropped", {
-            group: name,
-            error: result.reason,
-          });
-        }
-      }
-    }
-    await this.#groups.deleteGroup(name);
+    await this.#queues.deleteGroup(name);
   }
 
   joinQueueGroup(
@@ -654,7 +531,7 @@ export class RouterActor implements Broker {
   ): Promise<void> {
     try {
       this.#checkOpen();
-      this.#dispatcher(group).join(member, options);
+      this.#queues.join(group, member, options);
       return Promise.resolve();
     } catch (error) {
       return Promise.reject(error);
@@ -666,7 +543,7 @@ export class RouterActor implements Broker {
     memberId: string,
     member?: QueueMemberHandle,
   ): void {
-    this.#queues.get(group)?.leave(memberId, member);
+    this.#queues.leave(group, memberId, member);
   }
 
   async settle(
@@ -674,7 +551,7 @@ export class RouterActor implements Broker {
     settlements: Settlement[],
   ): Promise<SettleResult> {
     this.#checkOpen();
-    return await this.#dispatcher(group).settle(settlements);
+    return await this.#queues.settle(group, settlements);
   }
 
   async receive(
@@ -682,58 +559,25 @@ export class RouterActor implements Broker {
     options: ReceiveOptions,
   ): Promise<QueueDelivery[]> {
     this.#checkOpen();
-    return await this.#dispatcher(group).receive(options);
+    return await this.#queues.receive(group, options);
   }
 
   async describeQueue(group: string): Promise<QueuePartitionDescription[]> {
-    return await this.#dispatcher(group).describe();
+    return await this.#queues.describeQueue(group);
   }
 
   async redrive(
     group: string,
-    options: RedriveOptions = {},
+    options?: RedriveOptions,
   ): Promise<RedriveResult> {
     this.#checkOpen();
-    this.#dispatcher(group);
-    const deadLetterTopic = this.#queueSettings(group)!.queue!.deadLetterTopic;
-    const filter = validateFilter(options.filter) ?? undefined;
-    if (options.toTopic !== undefined) this.#topic(options.toTopic);
-    return await redrive({
-      group,
-      deadLetterTopic,
-      logRanges: (topic) => this.#stats(this.#topic(topic)),
-      committed: async (cursorGroup, topic) => {
-        let description: GroupDescription;
-        try {
-          description = await this.#groups.describeGroup(cursorGroup);
-        } catch {
-          return [];
-        }
-        const offsets: (number | null)[] = [];
-        for (const row of description.partitions) {
-          if (row.topic === topic) offsets[row.partition] = row.committedOffset;
-        }
-        return offsets;
-      },
-      read: (topic, partition, offset) =>
-        this.read(topic, partition, offset, {
-          maxBytes: REDRIVE_READ_BYTES,
-          maxWaitMs: 0,
-        }),
-      publish: async (topic, records) => {
-        await this.publishRecords(topic, records);
-      },
-      commit: async (cursorGroup, topic, positions) => {
-        await this.#groups.seek(cursorGroup, topic, positions);
-      },
-    }, { ...options, filter });
+    return await this.#queues.redrive(group, options);
   }
 
   async close(): Promise<void> {
     if (this.#closing) return;
     this.#closing = true;
-    this.#deadLetters.close();
-    for (const dispatcher of this.#queues.values()) dispatcher.close();
+    this.#queues.close();
     await this.#groups.close();
     const partitions = [...this.#topics.values()].flatMap((t) => t.partitions);
     await Promise.all(partitions.map((p) => p.close(false)));
@@ -784,9 +628,10 @@ export class RouterActor implements Broker {
             topic: description.name,
             partition,
           }),
-          onStart: (client, epoch) => this.#partitionStarted(client, epoch),
+          onStart: (client, epoch) =>
+            this.#queues.partitionStarted(client, epoch),
           onQueueNotice: (client, notice, epoch) =>
-            this.#queueNotice(client, notice, epoch),
+            this.#queues.notice(client, notice, epoch),
         }),
       );
     }
@@ -802,131 +647,6 @@ export class RouterActor implements Broker {
       noteLogEnd(topic, partition, stats.logEndOffset);
       return stats;
     }));
-  }
-
-  /** Sends a restarted partition its queue groups' cursors first. */
-  #partitionStarted(client: PartitionClient, epoch: number): void {
-    for (const [name, dispatcher] of this.#queues) {
-      if (dispatcher.topic !== client.topic) continue;
-      const settings = this.#queueSettings(name);
-      if (settings === undefined) continue;
-      client.request({
-        type: "qconfig",
-        group: name,
-        config: cursorConfig(settings),
-      }).catch((error) =>
-        this.#log.warn("queue cursor not configured", {
-          group: name,
-          topic: client.topic,
-          partition: client.partition,
-          error,
-        })
-      );
-      if (epoch > 1) dispatcher.restarted(client.partition);
-    }
-  }
-
-  #queueNotice(
-    client: PartitionClient,
-    notice: QueueNotice,
-    epoch: number,
-  ): void {
-    if (notice.type === "qdead") {
-      this.#deadLetters.accept(client, notice, epoch);
-      return;
-    }
-    const dispatcher = this.#queues.get(notice.group);
-    if (dispatcher === undefined || dispatcher.topic !== client.topic) return;
-    if (notice.type === "qready") dispatcher.ready(client.partition);
-    else dispatcher.freed(client.partition, notice.freed);
-  }
-
-  /** Sends every partition of the group's topic its cursor settings. */
-  async #configureQueue(
-    name: string,
-    settings: GroupSettings,
-    topic: Topic,
-  ): Promise<void> {
-    const config = cursorConfig(settings);
-    await Promise.all(
-      topic.partitions.map((client) =>
-        client.request({ type: "qconfig", group: name, config })
-      ),
-    );
-  }
-
-  #addDispatcher(name: string, settings: GroupSettings): void {
-    this.#queues.set(
-      name,
-      new QueueDispatcher({
-        group: name,
-        topic: settings.topic,
-        partitions: () => this.#topic(settings.topic).partitions,
-        log: this.#log.scope("queue", { group: name }),
-      }),
-    );
-  }
-
-  /**
-   * The dispatcher of a queue or key_shared group.
-   *
-   * @throws DakgharError unknown_group, bad_request for a stream group
-   */
-  #dispatcher(group: string): QueueDispatcher {
-    const dispatcher = this.#queues.get(group);
-    if (dispatcher !== undefined) return dispatcher;
-    const info = this.#groups.groupInfo(group);
-    if (info === undefined) {
-      throw new DakgharError("unknown_group", `Group not found: ${group}`, {
-        group,
-      });
-    }
-    throw new DakgharError(
-      "bad_request",
-      `Group ${group} is a ${info.mode} group, not a queue group`,
-      { group, mode: info.mode },
-    );
-  }
-
-  #queueSettings(group: string): GroupSettings | undefined {
-    const settings = this.#groups.groupInfo(group)?.settings;
-    return settings !== undefined && isQueueMode(settings.mode)
-      ? settings
-      : undefined;
-  }
-
-  /**
-   * Creates a dead-letter topic on first use: as many partitions as the
-   * source, 14 days' retention, room for the provenance headers, and
-   * fsync before every append, since an appended letter is one the source
-   * group stops holding.
-   */
-  async #ensureDeadLetterTopic(name: string, source: string): Promise<void> {
-    if (this.#topics.has(name)) return;
-    let creating = this.#creating.get(name);
-    if (creating === undefined) {
-      const sourceConfig = this.#topic(source).description.config;
-      creating = this.createTopic(name, {
-        partitions: sourceConfig.partitions,
-        retentionMs: deadLetterRetentionMs,
-        maxMessageBytes: Math.min(
-          64 * 1024 * 1024,
-          Math.max(
-            this.#topicDefaults.maxMessageBytes,
-            sourceConfig.maxMessageBytes + DEAD_LETTER_HEADROOM_BYTES,
-          ),
-        ),
-        flush: "sync",
-      }).finally(() => this.#creating.delete(name));
-      this.#creating.set(name, creating);
-    }
-    try {
-      await creating;
-    } catch (error) {
-      if (!(error instanceof DakgharError && error.code === "topic_exists")) {
-        throw error;
-      }
-    }
   }
 
   #topic(name: string): Topic {
