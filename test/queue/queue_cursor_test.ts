@@ -1,7 +1,8 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import type { QueueCursorConfig } from "../../src/envelope.ts";
-import { encodeBatch } from "../../src/log/record_batch.ts";
+import { encodeBatch, validateBatches } from "../../src/log/record_batch.ts";
+import { compileFilter } from "../../src/queue/filter.ts";
 import {
   EXTEND_MAX_MS,
   QueueCursor,
@@ -363,6 +364,22 @@ test("fetch settles records not matching the filter", () => {
   cursor.settle([0, 1, 1], [], NOW);
   assert.is(cursor.floor, 3);
   cursor.settle([3, 1, 1], [], NOW);
+  assert.is(cursor.floor, 4);
+});
+
+test("fetch with a compiled tag filter delivers only tagged records", () => {
+  const log = new MemoryLog();
+  log.append([
+    textRecord("eu-1", null, [["dakghar.tag", "eu"]]),
+    textRecord("us-1", null, [["dakghar.tag", "us"]]),
+  ]);
+  log.append([textRecord("none")]);
+  log.append([textRecord("eu-2", "k", [["dakghar.tag", "eu"]])]);
+  const cursor = cursorOn(log, {}, compileFilter({ tags: ["eu"] }));
+  const fetched = cursor.fetch(1, 10, 1 << 20, NOW, log);
+  assert.equal(valuesOf(fetched.bytes), ["eu-1", "eu-2"]);
+  validateBatches(fetched.bytes, 1 << 20);
+  cursor.settle([0, 1, 1, 3, 1, 1], [], NOW);
   assert.is(cursor.floor, 4);
 });
 

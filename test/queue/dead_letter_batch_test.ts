@@ -1,0 +1,77 @@
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { DEAD_LETTER_HEADERS } from "../../src/broker.ts";
+import { decodeBatches, validateBatches } from "../../src/log/record_batch.ts";
+import { buildDeadLetters } from "../../src/queue/dead_letter_batch.ts";
+import { MemoryLog, textRecord } from "./_memory_log.ts";
+
+const test = suite("dead_letter_batch");
+const decoder = new TextDecoder();
+
+test("buildDeadLetters keeps key, value, headers and timestamp and adds provenance", () => {
+  const log = new MemoryLog();
+  log.append([textRecord("skip"), textRecord("v1", "k1", [["type", "order"]])]);
+  log.append([textRecord("v2")]);
+  const letters = buildDeadLetters(log, [
+    {
+      offset: 1,
+      deliveries: 5,
+      reason: "max_deliveries",
+      error: "timeout",
+      firstFailedAt: 1234,
+    },
+    {
+      offset: 2,
+      deliveries: 1,
+      reason: "rejected",
+      error: null,
+      firstFailedAt: 99,
+    },
+  ], { topic: "orders", partition: 3, group: "billing" });
+  assert.is(letters.records, 2);
+  assert.equal(letters.missing, []);
+  validateBatches(letters.bytes, 1 << 20);
+  const [first, second] = decodeBatches(letters.bytes);
+  const text = (value: Uint8Array | null) =>
+    value === null ? null : decoder.decode(value);
+  assert.is(text(first.key), "k1");
+  assert.is(text(first.value), "v1");
+  assert.is(first.timestamp, 5000);
+  assert.equal(first.headers.map(([name, value]) => [name, text(value)]), [
+    ["type", "order"],
+    [DEAD_LETTER_HEADERS.topic, "orders"],
+    [DEAD_LETTER_HEADERS.partition, "3"],
+    [DEAD_LETTER_HEADERS.offset, "1"],
+    [DEAD_LETTER_HEADERS.group, "billing"],
+    [DEAD_LETTER_HEADERS.deliveries, "5"],
+    [DEAD_LETTER_HEADERS.reason, "max_deliveries"],
+    [DEAD_LETTER_HEADERS.firstFailedAt, "1234"],
+    [DEAD_LETTER_HEADERS.error, "timeout"],
+  ]);
+  assert.is(text(second.value), "v2");
+  assert.ok(
+    !second.headers.some(([name]) => name === DEAD_LETTER_HEADERS.error),
+    "no error header without an error",
+  );
+});
+
+test("buildDeadLetters lists records retention already removed as missing", () => {
+  const log = new MemoryLog();
+  log.append([textRecord("gone")]);
+  log.append([textRecord("kept")]);
+  log.logStartOffset = 1;
+  const note = {
+    deliveries: 1,
+    reason: "rejected" as const,
+    error: null,
+    firstFailedAt: 1,
+  };
+  const letters = buildDeadLetters(log, [
+    { offset: 0, ...note },
+    { offset: 1, ...note },
+  ], { topic: "t", partition: 0, group: "g" });
+  assert.equal(letters.missing, [0]);
+  assert.is(letters.records, 1);
+});
+
+test.run();
