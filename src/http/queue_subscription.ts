@@ -99,8 +99,13 @@ export class QueueSubscription {
       prefetchRecords: prefetch.records,
       prefetchBytes: prefetch.bytes,
     };
-    await this.session.broker.joinQueueGroup(group, this.handle, options);
     if (this.stopped) return;
+    await this.session.broker.joinQueueGroup(group, this.handle, options);
+    if (this.stopped) {
+      // Stopped while joining: the leave in stop() may have come first.
+      this.session.broker.leaveQueueGroup(group, memberId, this.handle);
+      return;
+    }
     this.session.send({ op: "subscribed", id, sub: this.sub, memberId, mode });
     this.#announced = true;
     this.#flush();
