@@ -317,9 +317,12 @@ export class QueueSubscription implements AsyncIterableIterator<QueueMessage> {
     action: PendingSettlement["action"],
     fields: { delayMs?: number; reason?: string },
   ): Promise<void> {
-    if (this.#closed) {
+    if (this.#closed || this.#failure) {
+      const failure = this.#failure;
       return handled(Promise.reject(
-        new DakgharClientError("connection_closed", "Subscription closed"),
+        failure instanceof DakgharClientError
+          ? failure
+          : new DakgharClientError("connection_closed", "Subscription closed"),
       ));
     }
     const promise = new Promise<void>((resolve, reject) => {

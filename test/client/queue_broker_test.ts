@@ -159,4 +159,55 @@ test("receive() over HTTP and ack() by receipt; the acked record is not received
   });
 });
 
+test("publishBatch() over the WebSocket carries tags and delays; cancelDelayed() cancels", async () => {
+  await withBroker(async ({ client }) => {
+    await client.createTopic("jobs", { partitions: 1 });
+    await client.connect();
+    const tagged = await client.publishBatch("jobs", [
+      { value: "a", tags: ["eu"] },
+      { value: "b" },
+    ]);
+    assert.equal(tagged.map((p) => p.offset), [0, 1]);
+    const [delayed] = await client.publishBatch("jobs", [
+      { value: "later", delayMs: 3_600_000 },
+    ]);
+    assert.is(delayed.offset, -1);
+    assert.type(delayed.delayId, "string");
+    assert.is(await client.cancelDelayed("jobs", delayed.delayId!), true);
+    assert.is(await client.cancelDelayed("jobs", delayed.delayId!), false);
+
+    const { records } = await client.read("jobs", 0, { offset: 0 });
+    assert.equal(records.map((r) => [r.text(), r.tags]), [
+      ["a", ["eu"]],
+      ["b", []],
+    ]);
+  });
+});
+
+test("subscribe() with a filter receives only the matching records", async () => {
+  await withBroker(async ({ client }) => {
+    await client.createTopic("jobs", { partitions: 1 });
+    await client.publishBatch("jobs", [
+      { value: "eu-1", tags: ["eu"] },
+      { value: "us-1", tags: ["us"] },
+      { value: "eu-order", tags: ["eu"], headers: { type: "order" } },
+      { value: "plain" },
+      { value: "eu-2", tags: ["eu", "vip"] },
+    ]);
+    const subscription = await client.subscribe({
+      topic: "jobs",
+      from: "earliest",
+      filter: { tags: ["eu"] },
+    });
+    const seen: string[] = [];
+    const guard = setTimeout(() => subscription.close(), 20_000);
+    for await (const message of subscription) {
+      seen.push(message.text()!);
+      if (seen.length === 3) break;
+    }
+    clearTimeout(guard);
+    assert.equal(seen, ["eu-1", "eu-order", "eu-2"]);
+  });
+});
+
 test.run();

@@ -278,6 +278,18 @@ test("close() sends queued settlements, then unsubscribes", async () => {
   assert.is(late?.code, "stale_receipt");
 });
 
+test("ack() after the connection dropped without reconnect rejects with connection_closed", async () => {
+  const { server, queue } = await subscribed({ reconnect: false });
+  server.deliver(0, 0, ["a"]);
+  const [a] = await take(queue, 1);
+  server.socket.close();
+  const error = await queue.next().then(() => undefined, (e) => e);
+  assert.is(error?.code, "connection_closed");
+  const refused = await a.ack().then(() => undefined, (e) => e);
+  assert.is(refused?.code, "connection_closed");
+  await queue.close();
+});
+
 test("subscribe() without a mode refuses a queue group with bad_request", async () => {
   const server = new FakeQueueServer();
   server.mode = "queue";
