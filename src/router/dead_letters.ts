@@ -33,6 +33,8 @@ export interface DeadLetterOptions {
   append(topic: string, partition: number, bytes: Uint8Array): Promise<void>;
   /** The `qdeadDone` answer: the group's members get their prefetch back. */
   settled(group: string, partition: number, reply: QueueSettled): void;
+  /** First pause before a retry (default 1 s); it doubles up to 60 s. */
+  retryMinMs?: number;
   log: Logger;
 }
 
@@ -89,7 +91,10 @@ export class DeadLetterSink {
       this.#options.settled(group, client.partition, reply);
     } catch (error) {
       if (this.#closed || client.epoch !== epoch) return;
-      const delayMs = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** failures);
+      const delayMs = Math.min(
+        RETRY_MAX_MS,
+        (this.#options.retryMinMs ?? RETRY_MIN_MS) * 2 ** failures,
+      );
       this.#log.warn("dead letters not appended; retrying", {
         group,
         topic: client.topic,
