@@ -3,12 +3,12 @@
  * (docs/queues.md, "Where the state lives"): pure logic over a record
  * source and a clock passed in, so it runs without workers or timers.
  *
- * Per-record state lives in typed arrays indexed by `offset & mask`, a ring
+ * Per-record state lives in a RecordRing (record_ring.ts), typed arrays
  * covering the window [floor, end): the delivery state, the attempt
  * (deliveries so far), the member and deadline of the current delivery, and
- * the record's bytes. The ring doubles when the window outgrows it. Heaps of
- * number tuples order deadlines, nack delays and redeliveries; only
- * failures (a Map) and key_shared keys allocate per record.
+ * the record's bytes. Heaps of number tuples order deadlines, nack delays
+ * and redeliveries; only failures (a Map) and key_shared keys
+ * (key_parking.ts) allocate per record.
  *
  * | state     | meaning                                             | settle with its attempt |
  * | --------- | --------------------------------------------------- | ----------------------- |
@@ -30,7 +30,9 @@ import {
   sliceBatches,
 } from "../log/record_batch.ts";
 import { FreedTally } from "./freed_tally.ts";
+import { keyAt, KeyParking } from "./key_parking.ts";
 import { NumberHeap } from "./number_heap.ts";
+import { RecordRing, RecordState } from "./record_ring.ts";
 import type {
   DeadReason,
   FailureState,
@@ -82,16 +84,9 @@ export const EXTEND_MAX_MS = 12 * 60 * 60 * 1000;
 /** A fetch examines at most this many log bytes, so a filter skipping most records cannot stall the actor. */
 const EXAMINE_BYTES_MAX = 4 * 1024 * 1024;
 const READ_BYTES_MIN = 64 * 1024;
-const RING_MIN = 1024;
 
-const FREE = 0;
-const PENDING = 1;
-const IN_FLIGHT = 2;
-const EXPIRED = 3;
-const NACKED = 4;
-const PARKED = 5;
-const DEAD = 6;
-const SETTLED = 7;
+const { FREE, PENDING, IN_FLIGHT, EXPIRED, NACKED, PARKED, DEAD, SETTLED } =
+  RecordState;
 
 interface Failure {
   firstFailedAt: number;
@@ -102,23 +97,6 @@ interface Failure {
 function readU32(bytes: Uint8Array, p: number): number {
   return (bytes[p] | (bytes[p + 1] << 8) | (bytes[p + 2] << 16) |
     (bytes[p + 3] << 24)) >>> 0;
-}
-
-/**
- * The key of the record at `recordStart` as a string (one char per byte),
- * or null when it has none.
- */
-function keyAt(bytes: Uint8Array, recordStart: number): string | null {
-  const length = readU32(bytes, recordStart + 12) | 0;
-  if (length < 0) return null;
-  const from = recordStart + 16;
-  let key = "k";
-  for (let i = 0; i < length; i += 4096) {
-    key += String.fromCharCode(
-      ...bytes.subarray(from + i, from + Math.min(length, i + 4096)),
-    );
-  }
-  return key;
 }
 
 /** A group's cursor on one partition. */
@@ -133,15 +111,7 @@ export class QueueCursor {
   #readOffset: number;
   /** Offsets from here on have no state in the ring. */
   #end: number;
-  #mask = RING_MIN - 1;
-  #state = new Uint8Array(RING_MIN);
-  #attempt = new Uint32Array(RING_MIN);
-  #member = new Int32Array(RING_MIN);
-  /** In flight: the ack deadline; nacked: when it is due again. */
-  #deadline = new Float64Array(RING_MIN);
-  /** The record's size; once delivered, the bytes charged to its member. */
-  #bytes = new Uint32Array(RING_MIN);
-  readonly #counts = new Int32Array(8);
+  readonly #ring = new RecordRing();
 
   readonly #failures = new Map<number, Failure>();
   #pendingDead: number[] = [];
@@ -151,9 +121,7 @@ export class QueueCursor {
   readonly #ready = new NumberHeap(1);
   /** (deadline, first offset, count) per delivered run. */
   readonly #deadlines = new NumberHeap(3);
-  /** key_shared: the unsettled offsets of each key in order; the head may go out. */
-  readonly #keys = new Map<string, number[]>();
-  readonly #keyOf = new Map<number, string>();
+  readonly #parking = new KeyParking();
   #deadLettered = 0;
   #lostToRetention = 0;
   /** Offsets below it were delivered at least once, in this life or before. */
@@ -280,8 +248,8 @@ export class QueueCursor {
           refused.push({ offset, attempt, code: "stale_receipt" });
           continue;
         }
-        if (this.#state[slot] === IN_FLIGHT) {
-          tally.add(this.#member[slot], this.#bytes[slot]);
+        if (this.#ring.state[slot] === IN_FLIGHT) {
+          tally.add(this.#ring.member[slot], this.#ring.bytes[slot]);
         }
         this.#settleRecord(offset, slot);
         settled++;
@@ -291,7 +259,7 @@ export class QueueCursor {
     for (const item of items) {
       const { offset, attempt } = item;
       const slot = this.#receipt(offset, attempt);
-      const state = slot < 0 ? FREE : this.#state[slot];
+      const state = slot < 0 ? FREE : this.#ring.state[slot];
       if (slot < 0 || (item.action === "extend" && state !== IN_FLIGHT)) {
         refused.push({ offset, attempt, code: "stale_receipt" });
         continue;
@@ -300,12 +268,12 @@ export class QueueCursor {
       if (item.action === "extend") {
         const deadline = now +
           clampDelay(item.delayMs, this.#config.ackTimeoutMs);
-        this.#deadline[slot] = deadline;
+        this.#ring.deadline[slot] = deadline;
         this.#deadlines.push(deadline, offset, 1);
         continue;
       }
       if (state === IN_FLIGHT) {
-        tally.add(this.#member[slot], this.#bytes[slot]);
+        tally.add(this.#ring.member[slot], this.#ring.bytes[slot]);
       }
       if (item.action === "reject") {
         this.#failure(offset, now, item.reason ?? null);
@@ -331,11 +299,12 @@ export class QueueCursor {
   release(member: number, now: number): number[] {
     const tally = new FreedTally();
     for (let offset = this.#floor; offset < this.#readOffset; offset++) {
-      const slot = offset & this.#mask;
+      const slot = offset & this.#ring.mask;
       if (
-        this.#state[slot] === IN_FLIGHT && this.#member[slot] === member
+        this.#ring.state[slot] === IN_FLIGHT &&
+        this.#ring.member[slot] === member
       ) {
-        tally.add(member, this.#bytes[slot]);
+        tally.add(member, this.#ring.bytes[slot]);
         this.#fail(offset, slot, now, null, false);
       }
     }
@@ -357,11 +326,14 @@ export class QueueCursor {
       const first = Math.max(entry[1], this.#floor);
       const last = Math.min(entry[1] + entry[2], this.#end);
       for (let offset = first; offset < last; offset++) {
-        const slot = offset & this.#mask;
-        if (this.#state[slot] !== IN_FLIGHT || this.#deadline[slot] > now) {
+        const slot = offset & this.#ring.mask;
+        if (
+          this.#ring.state[slot] !== IN_FLIGHT ||
+          this.#ring.deadline[slot] > now
+        ) {
           continue;
         }
-        tally.add(this.#member[slot], this.#bytes[slot]);
+        tally.add(this.#ring.member[slot], this.#ring.bytes[slot]);
         this.#fail(offset, slot, now, null, false);
       }
     }
@@ -395,12 +367,12 @@ export class QueueCursor {
     this.#pendingDead = [];
     for (const offset of offsets) {
       if (offset < this.#floor || offset >= this.#end) continue;
-      const slot = offset & this.#mask;
+      const slot = offset & this.#ring.mask;
       const failure = this.#failures.get(offset);
-      if (this.#state[slot] !== DEAD || failure === undefined) continue;
+      if (this.#ring.state[slot] !== DEAD || failure === undefined) continue;
       notes.push({
         offset,
-        deliveries: this.#attempt[slot],
+        deliveries: this.#ring.attempt[slot],
         reason: failure.dead as Exclude<DeadReason, "">,
         error: failure.error,
         firstFailedAt: failure.firstFailedAt,
@@ -418,8 +390,8 @@ export class QueueCursor {
     let settled = 0;
     for (const offset of offsets) {
       if (offset < this.#floor || offset >= this.#end) continue;
-      const slot = offset & this.#mask;
-      if (this.#state[slot] !== DEAD) continue;
+      const slot = offset & this.#ring.mask;
+      if (this.#ring.state[slot] !== DEAD) continue;
       this.#settleRecord(offset, slot);
       this.#deadLettered++;
       settled++;
@@ -439,17 +411,17 @@ export class QueueCursor {
     if (logStart <= this.#floor) return tally.triples();
     const stop = Math.min(logStart, this.#end);
     for (let offset = this.#floor; offset < stop; offset++) {
-      const slot = offset & this.#mask;
-      const state = this.#state[slot];
+      const slot = offset & this.#ring.mask;
+      const state = this.#ring.state[slot];
       if (state !== SETTLED) {
         this.#lostToRetention++;
         if (state === IN_FLIGHT) {
-          tally.add(this.#member[slot], this.#bytes[slot]);
+          tally.add(this.#ring.member[slot], this.#ring.bytes[slot]);
         }
         this.#failures.delete(offset);
         this.#releaseKey(offset);
       }
-      this.#clear(slot);
+      this.#ring.clear(slot);
     }
     if (logStart > this.#end) {
       this.#lostToRetention += logStart - Math.max(this.#end, this.#floor);
@@ -463,7 +435,7 @@ export class QueueCursor {
 
   /** Progress for `qstats`. */
   stats(logEndOffset: number): QueueCursorStats {
-    const counts = this.#counts;
+    const counts = this.#ring.counts;
     return {
       ackFloor: this.#floor,
       readOffset: this.#readOffset,
@@ -483,8 +455,8 @@ export class QueueCursor {
     const failures: FailureState[] = [];
     let runStart = -1;
     for (let offset = this.#floor; offset < this.#end; offset++) {
-      const slot = offset & this.#mask;
-      const state = this.#state[slot];
+      const slot = offset & this.#ring.mask;
+      const state = this.#ring.state[slot];
       if (state === SETTLED) {
         if (runStart < 0) runStart = offset;
         continue;
@@ -495,7 +467,8 @@ export class QueueCursor {
       }
       // Never delivered though below the read offset: keep its count at 0.
       if (
-        (state === PARKED || state === PENDING) && this.#attempt[slot] === 0
+        (state === PARKED || state === PENDING) &&
+        this.#ring.attempt[slot] === 0
       ) {
         failures.push({
           offset,
@@ -510,7 +483,7 @@ export class QueueCursor {
     for (const [offset, failure] of this.#failures) {
       failures.push({
         offset,
-        deliveries: this.#attempt[offset & this.#mask],
+        deliveries: this.#ring.attempt[offset & this.#ring.mask],
         firstFailedAt: failure.firstFailedAt,
         error: failure.error,
         dead: failure.dead,
@@ -546,13 +519,13 @@ export class QueueCursor {
       ready.pop();
       if (!this.#isReady(first, now)) continue;
       let count = 1;
-      let bytes = this.#bytes[first & this.#mask];
+      let bytes = this.#ring.bytes[first & this.#ring.mask];
       while (
         delivery.records + count < maxRecords &&
         delivery.bytes + bytes < maxBytes &&
         ready.peek() === first + count && this.#isReady(first + count, now)
       ) {
-        bytes += this.#bytes[(first + count) & this.#mask];
+        bytes += this.#ring.bytes[(first + count) & this.#ring.mask];
         ready.pop();
         count++;
       }
@@ -617,15 +590,15 @@ export class QueueCursor {
           if (offset > this.#readOffset) flush();
           this.#reserve(offset + 1);
           for (let gap = this.#readOffset; gap < offset; gap++) {
-            const gapSlot = gap & this.#mask;
-            if (this.#state[gapSlot] !== SETTLED) {
-              this.#setState(gapSlot, SETTLED);
+            const gapSlot = gap & this.#ring.mask;
+            if (this.#ring.state[gapSlot] !== SETTLED) {
+              this.#ring.setState(gapSlot, SETTLED);
             }
           }
           this.#readOffset = offset + 1;
-          const slot = offset & this.#mask;
-          this.#bytes[slot] = size;
-          const state = this.#state[slot];
+          const slot = offset & this.#ring.mask;
+          this.#ring.bytes[slot] = size;
+          const state = this.#ring.state[slot];
 
           if (state === SETTLED || state === DEAD) {
             if (state === DEAD && keyShared) {
@@ -635,7 +608,7 @@ export class QueueCursor {
             continue;
           }
           if (matcher !== null && !matcher(chunk, recordStart)) {
-            this.#setState(slot, SETTLED);
+            this.#ring.setState(slot, SETTLED);
             flush();
             continue;
           }
@@ -646,7 +619,7 @@ export class QueueCursor {
             flush();
             continue;
           }
-          if (this.#attempt[slot] >= this.#config.maxDeliveries) {
+          if (this.#ring.attempt[slot] >= this.#config.maxDeliveries) {
             // Restarted with this record's deliveries used up.
             this.#failure(offset, now, null);
             this.#deadLetter(offset, slot, "max_deliveries");
@@ -687,7 +660,7 @@ export class QueueCursor {
   ): void {
     const bytes = slice.bytes;
     const { member, deadline, redelivered } = delivery;
-    const mask = this.#mask;
+    const mask = this.#ring.mask;
     let first = -1;
     let last = -1;
     for (let p = 0; p < bytes.length; p += batchLength(bytes, p)) {
@@ -699,14 +672,14 @@ export class QueueCursor {
         r += size;
         const offset = base + i;
         const slot = offset & mask;
-        const attempt = ++this.#attempt[slot];
+        const attempt = ++this.#ring.attempt[slot];
         if (attempt > 1) redelivered.push(offset, attempt);
-        this.#member[slot] = member;
-        this.#deadline[slot] = deadline;
+        this.#ring.member[slot] = member;
+        this.#ring.deadline[slot] = deadline;
         // The batch header is charged to its first record, so a member's
         // charges add up to the bytes it was sent.
-        this.#bytes[slot] = i === 0 ? size + BATCH_HEADER_BYTES : size;
-        this.#setState(slot, IN_FLIGHT);
+        this.#ring.bytes[slot] = i === 0 ? size + BATCH_HEADER_BYTES : size;
+        this.#ring.setState(slot, IN_FLIGHT);
         if (first < 0) first = offset;
         if (offset !== last + 1 && last >= 0) {
           this.#deadlines.push(deadline, first, last - first + 1);
@@ -723,10 +696,10 @@ export class QueueCursor {
 
   #isReady(offset: number, now: number): boolean {
     if (offset < this.#floor || offset >= this.#end) return false;
-    const slot = offset & this.#mask;
-    const state = this.#state[slot];
+    const slot = offset & this.#ring.mask;
+    const state = this.#ring.state[slot];
     return state === PENDING || state === EXPIRED ||
-      (state === NACKED && this.#deadline[slot] <= now);
+      (state === NACKED && this.#ring.deadline[slot] <= now);
   }
 
   /** Moves nacked records whose delay has passed to the ready heap. */
@@ -736,8 +709,10 @@ export class QueueCursor {
       this.#waiting.pop(entry);
       const [due, offset] = entry;
       if (offset < this.#floor || offset >= this.#end) continue;
-      const slot = offset & this.#mask;
-      if (this.#state[slot] === NACKED && this.#deadline[slot] === due) {
+      const slot = offset & this.#ring.mask;
+      if (
+        this.#ring.state[slot] === NACKED && this.#ring.deadline[slot] === due
+      ) {
         this.#ready.push(offset);
       }
     }
@@ -749,16 +724,16 @@ export class QueueCursor {
   /** The record's slot when `attempt` is its current, settleable delivery; else -1. */
   #receipt(offset: number, attempt: number): number {
     if (offset < this.#floor || offset >= this.#readOffset) return -1;
-    const slot = offset & this.#mask;
-    const state = this.#state[slot];
+    const slot = offset & this.#ring.mask;
+    const state = this.#ring.state[slot];
     if (state !== IN_FLIGHT && state !== EXPIRED) return -1;
-    return this.#attempt[slot] === attempt ? slot : -1;
+    return this.#ring.attempt[slot] === attempt ? slot : -1;
   }
 
   #settleRecord(offset: number, slot: number): void {
-    this.#setState(slot, SETTLED);
+    this.#ring.setState(slot, SETTLED);
     if (this.#failures.size > 0) this.#failures.delete(offset);
-    if (this.#keyOf.size > 0) this.#releaseKey(offset);
+    if (this.#parking.size > 0) this.#releaseKey(offset);
   }
 
   /** Notes a failed delivery's time and error text. */
@@ -782,12 +757,12 @@ export class QueueCursor {
     delayMs?: number,
   ): void {
     this.#failure(offset, now, error);
-    if (this.#attempt[slot] >= this.#config.maxDeliveries) {
+    if (this.#ring.attempt[slot] >= this.#config.maxDeliveries) {
       this.#deadLetter(offset, slot, "max_deliveries");
     } else if (nack) {
       this.#delay(offset, slot, now, delayMs);
     } else {
-      this.#setState(slot, EXPIRED);
+      this.#ring.setState(slot, EXPIRED);
       this.#ready.push(offset);
     }
   }
@@ -796,22 +771,22 @@ export class QueueCursor {
   #delay(offset: number, slot: number, now: number, delayMs?: number): void {
     const { backoffInitialMs, backoffMaxMs } = this.#config;
     const backoff = Math.min(
-      backoffInitialMs * 2 ** (Math.max(1, this.#attempt[slot]) - 1),
+      backoffInitialMs * 2 ** (Math.max(1, this.#ring.attempt[slot]) - 1),
       backoffMaxMs,
     );
     const due = now +
       (delayMs === undefined
         ? Math.round(backoff * (0.8 + 0.4 * this.#random()))
         : clampDelay(delayMs, 0));
-    this.#setState(slot, NACKED);
-    this.#deadline[slot] = due;
+    this.#ring.setState(slot, NACKED);
+    this.#ring.deadline[slot] = due;
     this.#waiting.push(due, offset);
   }
 
   #deadLetter(offset: number, slot: number, reason: DeadReason): void {
     const failure = this.#failures.get(offset);
     if (failure !== undefined) failure.dead = reason;
-    this.#setState(slot, DEAD);
+    this.#ring.setState(slot, DEAD);
     this.#pendingDead.push(offset);
   }
 
@@ -824,35 +799,18 @@ export class QueueCursor {
    * key and never waits.
    */
   #parkKey(offset: number, slot: number, key: string | null): boolean {
-    if (key === null) return false;
-    this.#keyOf.set(offset, key);
-    const queue = this.#keys.get(key);
-    if (queue === undefined) {
-      this.#keys.set(key, [offset]);
-      return false;
-    }
-    queue.push(offset);
-    if (this.#state[slot] !== DEAD) this.#setState(slot, PARKED);
+    if (key === null || !this.#parking.park(offset, key)) return false;
+    if (this.#ring.state[slot] !== DEAD) this.#ring.setState(slot, PARKED);
     return true;
   }
 
   /** `offset` is settled or gone: the next record of its key may go out. */
   #releaseKey(offset: number): void {
-    const key = this.#keyOf.get(offset);
-    if (key === undefined) return;
-    this.#keyOf.delete(offset);
-    const queue = this.#keys.get(key)!;
-    const at = queue.indexOf(offset);
-    if (at >= 0) queue.splice(at, 1);
-    if (queue.length === 0) {
-      this.#keys.delete(key);
-      return;
-    }
-    if (at !== 0) return;
-    const next = queue[0];
-    const slot = next & this.#mask;
-    if (this.#state[slot] === PARKED) {
-      this.#setState(slot, PENDING);
+    const next = this.#parking.release(offset);
+    if (next < 0) return;
+    const slot = next & this.#ring.mask;
+    if (this.#ring.state[slot] === PARKED) {
+      this.#ring.setState(slot, PENDING);
       this.#ready.push(next);
     }
   }
@@ -860,26 +818,13 @@ export class QueueCursor {
   // -------------------------------------------------------------------------
   // The ring
 
-  #setState(slot: number, state: number): void {
-    this.#counts[this.#state[slot]]--;
-    this.#counts[state]++;
-    this.#state[slot] = state;
-  }
-
-  #clear(slot: number): void {
-    this.#counts[this.#state[slot]]--;
-    this.#counts[FREE]++;
-    this.#state[slot] = FREE;
-    this.#attempt[slot] = 0;
-  }
-
   #advanceFloor(): void {
-    const state = this.#state;
-    const mask = this.#mask;
+    const state = this.#ring.state;
+    const mask = this.#ring.mask;
     let floor = this.#floor;
     const end = this.#end;
     while (floor < end && state[floor & mask] === SETTLED) {
-      this.#clear(floor & mask);
+      this.#ring.clear(floor & mask);
       floor++;
     }
     this.#floor = floor;
@@ -889,31 +834,7 @@ export class QueueCursor {
   /** Grows the ring so that [floor, end) fits and moves `end` there. */
   #reserve(end: number): void {
     if (end <= this.#end) return;
-    let capacity = this.#mask + 1;
-    if (end - this.#floor > capacity) {
-      while (end - this.#floor > capacity) capacity *= 2;
-      const mask = capacity - 1;
-      const state = new Uint8Array(capacity);
-      const attempt = new Uint32Array(capacity);
-      const member = new Int32Array(capacity);
-      const deadline = new Float64Array(capacity);
-      const bytes = new Uint32Array(capacity);
-      for (let offset = this.#floor; offset < this.#end; offset++) {
-        const from = offset & this.#mask;
-        const to = offset & mask;
-        state[to] = this.#state[from];
-        attempt[to] = this.#attempt[from];
-        member[to] = this.#member[from];
-        deadline[to] = this.#deadline[from];
-        bytes[to] = this.#bytes[from];
-      }
-      this.#mask = mask;
-      this.#state = state;
-      this.#attempt = attempt;
-      this.#member = member;
-      this.#deadline = deadline;
-      this.#bytes = bytes;
-    }
+    this.#ring.reserve(this.#floor, this.#end, end);
     this.#end = end;
   }
 
@@ -928,18 +849,18 @@ export class QueueCursor {
     }
     this.#reserve(end);
     for (let offset = this.#floor; offset < state.delivered; offset++) {
-      this.#attempt[offset & this.#mask] = 1;
+      this.#ring.attempt[offset & this.#ring.mask] = 1;
     }
     for (let i = 0; i + 1 < state.settled.length; i += 2) {
       const from = Math.max(state.settled[i], this.#floor);
       for (let offset = from; offset < state.settled[i + 1]; offset++) {
-        this.#setState(offset & this.#mask, SETTLED);
+        this.#ring.setState(offset & this.#ring.mask, SETTLED);
       }
     }
     for (const failure of state.failures) {
       if (failure.offset < this.#floor) continue;
-      const slot = failure.offset & this.#mask;
-      this.#attempt[slot] = failure.deliveries;
+      const slot = failure.offset & this.#ring.mask;
+      this.#ring.attempt[slot] = failure.deliveries;
       if (failure.deliveries === 0) continue;
       this.#failures.set(failure.offset, {
         firstFailedAt: failure.firstFailedAt,
@@ -947,7 +868,7 @@ export class QueueCursor {
         dead: failure.dead,
       });
       if (failure.dead !== "") {
-        this.#setState(slot, DEAD);
+        this.#ring.setState(slot, DEAD);
         this.#pendingDead.push(failure.offset);
       }
     }
