@@ -5,7 +5,8 @@ import type {
   QueueMessage,
   QueueSubscription,
 } from "../../src/client/queue_subscription.ts";
-import { withBroker } from "./_broker.ts";
+import { DakgharClient } from "../../src/client/client.ts";
+import { trackedWebSocket, withBroker } from "./_broker.ts";
 
 // The client against a whole broker (router, partition actors, front end)
 // on a fresh data directory.
@@ -156,6 +157,41 @@ test("receive() over HTTP and ack() by receipt; the acked record is not received
     );
     assert.is(stale?.code, "stale_receipt");
     await again[0].ack();
+  });
+});
+
+test("subscribe() rejoins after its socket drops; the old delivery's ack is refused as stale", async () => {
+  await withBroker(async ({ client, running }) => {
+    await client.createTopic("jobs", { partitions: 1 });
+    await client.publish("jobs", { value: "a" });
+    const sockets = trackedWebSocket();
+    const member = new DakgharClient({
+      url: running.url,
+      WebSocket: sockets.WebSocket,
+    });
+    const events: string[] = [];
+    const queue = await member.subscribe({
+      topic: "jobs",
+      group: "workers",
+      mode: "queue",
+      reconnect: { initialDelayMs: 10, maxDelayMs: 50 },
+      onEvent: (event) => events.push(event.type),
+    });
+    const [first] = await take(queue, 1);
+    sockets.opened[0].close();
+
+    // Released at the drop, the record comes back to the rejoined member.
+    const [again] = await take(queue, 1);
+    assert.is(again.offset, first.offset);
+    assert.is(again.attempt, 2);
+    const stale = await first.ack().then(
+      () => undefined,
+      (error: DakgharClientError) => error,
+    );
+    assert.is(stale?.code, "stale_receipt");
+    await again.ack();
+    assert.equal(events, ["disconnected", "reconnected"]);
+    await member.close();
   });
 });
 
