@@ -26,6 +26,7 @@ import { QueueCursor, type RecordSource } from "../src/queue/queue_cursor.ts";
 import {
   decodeQueueState,
   encodeQueueState,
+  type QueueCursorState,
 } from "../src/queue/queue_state.ts";
 import type { FileSystem } from "../src/runtime/types.ts";
 
@@ -277,15 +278,25 @@ export class PartitionQueues {
 
     host.fs.mkdirs(this.#queuesDir);
     const matcher = compileFilter(config.filter);
-    const cursor = host.fs.exists(path)
-      ? new QueueCursor(
-        config,
-        matcher,
-        decodeQueueState(host.fs.readFile(path), path),
-      )
-      : new QueueCursor(config, matcher, {
-        floor: config.from === "latest" ? log.logEndOffset : log.logStartOffset,
-      });
+    let start: QueueCursorState | { floor: number } = {
+      floor: config.from === "latest" ? log.logEndOffset : log.logStartOffset,
+    };
+    if (host.fs.exists(path)) {
+      try {
+        start = decodeQueueState(host.fs.readFile(path), path);
+      } catch (error) {
+        // Atomic writes make this unlikely; redelivering everything beats
+        // a partition that fails on every restart.
+        host.log.error("queue state unreadable; group restarts at log start", {
+          group: name,
+          path,
+          error,
+        });
+        host.fs.rename(path, `${path}.corrupt`);
+        start = { floor: log.logStartOffset };
+      }
+    }
+    const cursor = new QueueCursor(config, matcher, start);
     cursor.dropBelow(log.logStartOffset);
     const group: Group = {
       name,

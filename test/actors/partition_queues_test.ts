@@ -259,6 +259,25 @@ test("an ack timeout sends qexpired and qready, then redelivers with attempt 2",
   }
 });
 
+test("qconfig with an unreadable state file starts at the log start", async () => {
+  const client = await startPartition();
+  try {
+    await client.request({ type: "append", batches: records(["a", "b"]) });
+    const path = `${dir}/topics/orders/0/queues/g.state`;
+    runtime.fs.mkdirs(`${dir}/topics/orders/0/queues`);
+    runtime.fs.writeFileAtomic(path, text("not msgpack at all \xc1"));
+    const configured = await client.request({
+      type: "qconfig",
+      group: "g",
+      config: queueConfig({ from: "latest" }),
+    });
+    assert.is(configured.stats.ackFloor, 0);
+    assert.ok(runtime.fs.exists(`${path}.corrupt`));
+  } finally {
+    await client.close(false);
+  }
+});
+
 test("qconfig null drops the cursor and its state file", async () => {
   const client = await startPartition();
   try {
