@@ -28,6 +28,8 @@ Commands:
   topics list               list topics
   topics describe <name>    a topic and its partitions
   topics delete <name>      delete a topic and its records
+  topics cancel-delayed <name> <delayId>
+                            cancel a delayed record before it is due
   produce <topic> [value…]  publish values, or stdin lines
   consume <topic>           print records, following the topic (--group g
                             --mode queue: as a queue member, acking each)

@@ -1,5 +1,5 @@
 /**
- * `dakghar topics create|list|describe|delete`.
+ * `dakghar topics create|list|describe|delete|cancel-delayed`.
  */
 import {
   expectPositionals,
@@ -10,6 +10,7 @@ import {
   UsageError,
 } from "./_args.ts";
 import { DakgharClient } from "../client/client.ts";
+import { DakgharClientError } from "../client/errors.ts";
 import { standardOutput } from "./_output.ts";
 
 /** The help text of `dakghar topics`. */
@@ -23,6 +24,9 @@ export const topicsUsage = `Usage:
   dakghar topics list [--json]  one name a line, or the JSON answer
   dakghar topics describe <name>  the topic with its partitions, as JSON
   dakghar topics delete <name>
+  dakghar topics cancel-delayed <name> <delayId>
+      cancels a delayed record before it is due (produce --delay-ms prints
+      its delayId); exits 1 with not_found when none is pending
 
 ${globalUsage}`;
 
@@ -100,9 +104,19 @@ export async function runTopics(args: string[]): Promise<number> {
       await client.deleteTopic(rest[0]);
       return 0;
     }
+    case "cancel-delayed": {
+      expectPositionals(rest, ["topic name", "delay id"]);
+      if (!(await client.cancelDelayed(rest[0], rest[1]))) {
+        throw new DakgharClientError(
+          "not_found",
+          `No delayed record ${rest[1]} is pending in ${rest[0]}`,
+        );
+      }
+      return 0;
+    }
     case undefined:
       throw new UsageError(
-        "Missing subcommand: create, list, describe or delete",
+        "Missing subcommand: create, list, describe, delete or cancel-delayed",
       );
     default:
       throw new UsageError(`Unknown subcommand: topics ${subcommand}`);

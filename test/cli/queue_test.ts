@@ -151,6 +151,22 @@ test("produce --delay-ms --tag prints each delayed record's id", async () => {
       2,
     );
 
+    const cancelled = await runCli(url, [
+      "topics",
+      "cancel-delayed",
+      "jobs",
+      lines[0].delayId,
+    ]);
+    assert.is(cancelled.code, 0, cancelled.stderr);
+    const again = await runCli(url, [
+      "topics",
+      "cancel-delayed",
+      "jobs",
+      lines[0].delayId,
+    ]);
+    assert.is(again.code, 1);
+    assert.match(again.stderr, "not_found");
+
     const plain = await runCli(url, ["produce", "jobs", "now"]);
     assert.is(plain.code, 0, plain.stderr);
     assert.is(plain.stdout.length, 0);
