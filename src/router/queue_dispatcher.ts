@@ -361,9 +361,10 @@ export class QueueDispatcher {
   reset(): void {
     for (const state of this.#states) clearTimeout(state.retry);
     this.#states = [];
+    // Fetches still running keep their reservations until they fail.
     for (const member of this.#members.values()) {
-      member.records = 0;
-      member.bytes = 0;
+      for (const records of member.recordsOn) member.records -= records ?? 0;
+      for (const bytes of member.bytesOn) member.bytes -= bytes ?? 0;
       member.recordsOn = [];
       member.bytesOn = [];
     }
