@@ -434,8 +434,13 @@ export class DakgharClient {
   async subscribe(
     options: SubscribeOptions | QueueSubscribeOptions,
   ): Promise<Subscription | QueueSubscription> {
-    const subscription = "mode" in options && options.mode !== undefined
-      ? new QueueSubscription(options, () => this.#openSocket())
+    const queued = "mode" in options &&
+      (options.mode === "queue" || options.mode === "key_shared");
+    const subscription = queued
+      ? new QueueSubscription(
+        options as QueueSubscribeOptions,
+        () => this.#openSocket(),
+      )
       : new Subscription(options as SubscribeOptions, () => this.#openSocket());
     await subscription.start();
     this.#subscriptions.add(subscription);
