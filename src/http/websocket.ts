@@ -702,6 +702,7 @@ class Subscription {
         id,
         sub: this.sub,
         memberId: this.memberId,
+        mode: "stream",
       });
       this.#announced = true;
       const pending = this.#pendingAssignment;
