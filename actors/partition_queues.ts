@@ -84,6 +84,7 @@ interface Group {
 
 /** Expiries are checked at most this often, so `qexpired` comes in batches. */
 const TIMER_SPACING_MS = 250;
+const TIMER_MS_MAX = 2_000_000_000;
 /** Letters per `qdead` message. */
 const LETTERS_PER_MESSAGE = 500;
 
@@ -414,14 +415,14 @@ export class PartitionQueues {
     for (const group of this.#groups.values()) {
       next = Math.min(next, group.cursor.nextTimerAt());
     }
-    if (next === Infinity || next >= this.#timerAt) return;
-    clearTimeout(this.#timer);
+    if (next === Infinity) return;
     const at = Math.max(next, this.#lastTimerRun + TIMER_SPACING_MS);
+    if (at >= this.#timerAt) return;
+    clearTimeout(this.#timer);
     this.#timerAt = at;
-    this.#timer = setTimeout(
-      () => this.#onTimer(),
-      Math.max(0, at - Date.now()),
-    );
+    // setTimeout fires at once past 2^31 − 1 ms; a later check re-arms.
+    const delay = Math.min(Math.max(0, at - Date.now()), TIMER_MS_MAX);
+    this.#timer = setTimeout(() => this.#onTimer(), delay);
   }
 
   #onTimer(): void {
