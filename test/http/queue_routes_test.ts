@@ -2,6 +2,7 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { createApp } from "../../src/http/app.ts";
 import { silentLogger } from "../../src/logger.ts";
+import { runtime } from "../../src/runtime/mod.ts";
 import { FakeBroker } from "./_fake_broker.ts";
 
 const test = suite("queue_routes");
@@ -450,6 +451,39 @@ test("POST /topics/:topic/records answers delayed positions; DELETE .../delayed/
   assert.is(again.body.error.code, "not_found");
   const unknown = await fixture.call("DELETE", "/topics/nope/delayed/x");
   assert.is(unknown.body.error.code, "unknown_topic");
+});
+
+test("POST /groups/:group/receive stops waiting when the client goes away", async () => {
+  const broker = new FakeBroker();
+  await broker.createTopic("orders");
+  await broker.createGroup("work", { topic: "orders", mode: "queue" });
+  const app = createApp(broker, { log: silentLogger });
+  const server = await runtime.serve(app, { hostname: "127.0.0.1", port: 0 });
+  try {
+    const client = new AbortController();
+    const answer = fetch(
+      `http://127.0.0.1:${server.port}/groups/work/receive`,
+      {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ maxWaitMs: 30_000 }),
+        signal: client.signal,
+      },
+    ).catch(() => "aborted");
+    const receivers = broker.queues.group("work").receivers;
+    for (let i = 0; i < 500 && receivers.size === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.is(receivers.size, 1);
+    client.abort();
+    assert.is(await answer, "aborted");
+    for (let i = 0; i < 500 && receivers.size > 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.is(receivers.size, 0);
+  } finally {
+    await server.close();
+  }
 });
 
 test.run();
