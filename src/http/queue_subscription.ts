@@ -24,6 +24,7 @@ import type {
   QueueMemberHandle,
   RecordFilter,
   Settlement,
+  SettleResult,
 } from "../broker.ts";
 import { DakgharError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
@@ -112,7 +113,7 @@ export class QueueSubscription {
   }
 
   /** Settles deliveries; resolves once the broker answered. */
-  settle(settlements: Settlement[]) {
+  settle(settlements: Settlement[]): Promise<SettleResult> {
     return this.session.broker.settle(this.settings.group, settlements);
   }
 
@@ -129,6 +130,7 @@ export class QueueSubscription {
     );
   }
 
+  /** Sends a delivery, or holds it until `subscribed` went out and the socket drained. */
   deliver(delivery: QueueDelivery): void {
     if (this.stopped || this.session.closed) return;
     if (
