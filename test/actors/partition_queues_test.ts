@@ -3,7 +3,10 @@ import * as assert from "uvu/assert";
 import { DEAD_LETTER_HEADERS } from "../../src/broker.ts";
 import type { QueueCursorConfig } from "../../src/envelope.ts";
 import { DakgharError } from "../../src/errors.ts";
-import { defaultPartitionLogConfig } from "../../src/log/partition_log.ts";
+import {
+  defaultPartitionLogConfig,
+  type PartitionLogConfig,
+} from "../../src/log/partition_log.ts";
 import { decodeBatches, encodeBatch } from "../../src/log/record_batch.ts";
 import { silentLogger } from "../../src/logger.ts";
 import {
@@ -42,12 +45,14 @@ function queueConfig(over: Partial<QueueCursorConfig> = {}): QueueCursorConfig {
   };
 }
 
-async function startPartition(): Promise<PartitionClient> {
+async function startPartition(
+  config: Partial<PartitionLogConfig> = {},
+): Promise<PartitionClient> {
   const client = new PartitionClient({
     topic: "orders",
     partition: 0,
     dir: `${dir}/topics/orders/0`,
-    config: defaultPartitionLogConfig,
+    config: { ...defaultPartitionLogConfig, ...config },
     startWorker: runtime.startWorker,
     log: silentLogger,
     onQueueNotice: (_client, notice) => notices.push(notice),
@@ -275,6 +280,54 @@ test("qconfig with an unreadable state file starts at the log start", async () =
     assert.ok(runtime.fs.exists(`${path}.corrupt`));
   } finally {
     await client.close(false);
+  }
+});
+
+test("retention waits for the queue floor unless the topic drops unsettled records", async () => {
+  // Every append rolls a segment; retentionBytes 1 deletes all closed ones.
+  const small = { segmentBytes: 64, retentionBytes: 1 };
+  for (const drops of [false, true]) {
+    const client = await startPartition({
+      ...small,
+      retentionDropsUnsettled: drops,
+    });
+    try {
+      await client.request({
+        type: "qconfig",
+        group: "g",
+        config: queueConfig(),
+      });
+      for (const value of ["a", "b", "c", "d"]) {
+        await client.request({ type: "append", batches: records([value]) });
+      }
+      const { stats } = await client.request({ type: "stats" });
+      const described = await client.request({ type: "qdescribe", group: "g" });
+      if (!drops) {
+        assert.is(stats.logStartOffset, 0);
+        await client.request({
+          type: "qfetch",
+          group: "g",
+          member: 1,
+          maxRecords: 10,
+          maxBytes: 1 << 20,
+        });
+        await client.request({
+          type: "qsettle",
+          group: "g",
+          acks: [0, 3, 1],
+          items: [],
+        });
+        await client.request({ type: "append", batches: records(["e"]) });
+        const after = await client.request({ type: "stats" });
+        assert.is(after.stats.logStartOffset, 3);
+      } else {
+        assert.is(stats.logStartOffset, 3);
+        assert.is(described.stats.ackFloor, 3);
+        assert.is(described.stats.lostToRetention, 3);
+      }
+    } finally {
+      await client.close(true);
+    }
   }
 });
 
