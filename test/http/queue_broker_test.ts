@@ -209,4 +209,57 @@ test("WebSocket batch deliveries from the real broker decode as record batches",
   }
 });
 
+test("WebSocket filtered subscription on the real broker sends only matching records", async () => {
+  const context = await start();
+  try {
+    await context.call("POST", "/topics/orders/records", {
+      records: Array.from({ length: 20 }, (_, i) => ({
+        value: `v${i}`,
+        partition: 0,
+        tags: i % 5 === 0 ? ["eu"] : ["us"],
+        headers: { n: String(i) },
+      })),
+    });
+    const socket = await connect(
+      `ws://127.0.0.1:${context.running.port}/ws`,
+    );
+    context.sockets.push(socket);
+    socket.send({
+      op: "subscribe",
+      id: 1,
+      topic: "orders",
+      partitions: [0],
+      from: "earliest",
+      credit: 100,
+      filter: { tags: ["eu"] },
+    });
+    const values: string[] = [];
+    while (values.length < 4) {
+      const { frame } = await socket.nextOp("records");
+      for (
+        const record of frame.records as { value: string; tags: string[] }[]
+      ) {
+        assert.equal(record.tags, ["eu"]);
+        values.push(record.value);
+      }
+    }
+    assert.equal(values, ["v0", "v5", "v10", "v15"]);
+
+    // Later records: the next matching one arrives, nothing else.
+    await context.call("POST", "/topics/orders/records", {
+      records: [
+        { value: "late-us", partition: 0, tags: ["us"] },
+        { value: "late-eu", partition: 0, tags: ["eu"] },
+      ],
+    });
+    const { frame } = await socket.nextOp("records");
+    assert.equal(
+      (frame.records as { value: string }[]).map((r) => r.value),
+      ["late-eu"],
+    );
+  } finally {
+    await stop(context);
+  }
+});
+
 test.run();
