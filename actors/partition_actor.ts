@@ -43,7 +43,7 @@ import { PartitionDelays } from "./partition_delays.ts";
 import { PartitionQueues } from "./partition_queues.ts";
 import { runtime } from "../src/runtime/mod.ts";
 import type { PortLike } from "../src/runtime/types.ts";
-import type { PartitionStats } from "../src/broker.ts";
+import type { PartitionStats, RecordFilter } from "../src/broker.ts";
 
 /** How often segments are checked for age roll and retention. */
 const MAINTENANCE_INTERVAL_MS = 5000;
@@ -67,6 +67,17 @@ interface WaitingRead {
   /** Only matching records are answered. */
   matcher: RecordMatcher | null;
   timer: ReturnType<typeof setTimeout>;
+}
+
+/** A filter's matcher; a filter that cannot compile is the request's fault. */
+function compileRequestFilter(
+  filter: RecordFilter | null | undefined,
+): RecordMatcher | null {
+  try {
+    return compileFilter(filter ?? null);
+  } catch (error) {
+    throw new DakgharError("bad_request", `Invalid filter: ${error}`);
+  }
 }
 
 class InvariantError extends Error {
@@ -370,7 +381,7 @@ class PartitionActor {
     request: Extract<RouterMessage, { type: "read" }>,
   ): void {
     const { id, offset, maxBytes, maxWaitMs } = request;
-    const matcher = compileFilter(request.filter ?? null);
+    const matcher = compileRequestFilter(request.filter);
     const caughtUp = offset >= log.highWatermark &&
       offset <= log.logEndOffset;
     if (!caughtUp) {

@@ -21,7 +21,7 @@ import type {
 import { DakgharError } from "../src/errors.ts";
 import type { Logger } from "../src/logger.ts";
 import { buildDeadLetters } from "../src/queue/dead_letter_batch.ts";
-import { compileFilter } from "../src/queue/filter.ts";
+import { compileFilter, type RecordMatcher } from "../src/queue/filter.ts";
 import { QueueCursor, type RecordSource } from "../src/queue/queue_cursor.ts";
 import {
   decodeQueueState,
@@ -277,8 +277,15 @@ export class PartitionQueues {
       return;
     }
 
+    let matcher: RecordMatcher | null;
+    try {
+      matcher = compileFilter(config.filter);
+    } catch (error) {
+      throw new DakgharError("invalid_config", `Invalid filter: ${error}`, {
+        group: name,
+      });
+    }
     host.fs.mkdirs(this.#queuesDir);
-    const matcher = compileFilter(config.filter);
     let start: QueueCursorState | { floor: number } = {
       floor: config.from === "latest" ? log.logEndOffset : log.logStartOffset,
     };
