@@ -40,8 +40,10 @@ export const prefetchRecordsMax = 100_000;
 export const prefetchBytesMax = 64 * 1024 * 1024;
 /** Most settlements one `settle` frame may carry, ack ranges counted out. */
 export const settlementsPerFrameMax = 100_000;
-/** Longest nack delay or extension one settlement may ask for. */
+/** Longest nack delay one settlement may ask for: 90 days. */
 export const settleDelayMsMax = 90 * 86_400_000;
+/** Longest extension one settlement may ask for: 12 hours. */
+export const settleExtendMsMax = 12 * 3_600_000;
 
 /** What a queue subscription needs of its WebSocket session. */
 export interface QueueSession {
@@ -305,8 +307,8 @@ function addSettlements(
   }
   const ms = entry[3];
   if (entry.length !== 4) return "expected [partition, offset, attempt, ms]";
-  if (!isWhole(ms) || ms < 1 || ms > settleDelayMsMax) {
-    return `ms must be an integer from 1 to ${settleDelayMsMax}`;
+  if (!isWhole(ms) || ms < 1 || ms > settleExtendMsMax) {
+    return `ms must be an integer from 1 to ${settleExtendMsMax}`;
   }
   settlements.push({
     partition,
