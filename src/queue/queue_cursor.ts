@@ -453,6 +453,7 @@ export class QueueCursor {
   snapshot(): QueueCursorState {
     const settled: number[] = [];
     const failures: FailureState[] = [];
+    const delivered = Math.max(this.#readOffset, this.#deliveredMark);
     let runStart = -1;
     for (let offset = this.#floor; offset < this.#end; offset++) {
       const slot = offset & this.#ring.mask;
@@ -465,14 +466,17 @@ export class QueueCursor {
         settled.push(runStart, offset);
         runStart = -1;
       }
-      // Never delivered though below the read offset: keep its count at 0.
+      // The state file implies 1 delivery below `delivered` and 0 above;
+      // other counts without a failure (never delivered yet, or delivered
+      // again after a restart) are kept as count-only entries.
+      const attempt = this.#ring.attempt[slot];
       if (
-        (state === PARKED || state === PENDING) &&
-        this.#ring.attempt[slot] === 0
+        state !== DEAD && attempt !== (offset < delivered ? 1 : 0) &&
+        !this.#failures.has(offset)
       ) {
         failures.push({
           offset,
-          deliveries: 0,
+          deliveries: attempt,
           firstFailedAt: 0,
           error: null,
           dead: "",
@@ -491,7 +495,7 @@ export class QueueCursor {
     }
     return {
       floor: this.#floor,
-      delivered: Math.max(this.#readOffset, this.#deliveredMark),
+      delivered,
       settled,
       failures,
       deadLettered: this.#deadLettered,
@@ -861,7 +865,8 @@ export class QueueCursor {
       if (failure.offset < this.#floor) continue;
       const slot = failure.offset & this.#ring.mask;
       this.#ring.attempt[slot] = failure.deliveries;
-      if (failure.deliveries === 0) continue;
+      // A count-only entry: no failure behind it.
+      if (failure.firstFailedAt === 0 && failure.dead === "") continue;
       this.#failures.set(failure.offset, {
         firstFailedAt: failure.firstFailedAt,
         error: failure.error,

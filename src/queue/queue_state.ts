@@ -11,7 +11,9 @@
  *   failures: [[1201, 3, 1733300000000, "timeout upstream", 0], ...],
  *                                offset, deliveries, first failed at (ms),
  *                                last error or null, dead letter pending
- *                                (0 no, 1 rejected, 2 max_deliveries)
+ *                                (0 no, 1 rejected, 2 max_deliveries);
+ *                                first failed at 0: only the count differs
+ *                                from what `delivered` implies
  *   deadLettered: 4, lostToRetention: 0 }
  * ```
  *
@@ -29,7 +31,7 @@ export interface FailureState {
   offset: number;
   /** Deliveries so far. */
   deliveries: number;
-  /** ms since epoch of the first failed delivery. */
+  /** ms since epoch of the first failed delivery; 0 when none failed (only the count is kept). */
   firstFailedAt: number;
   /** The last error a member gave, or null. */
   error: string | null;
