@@ -195,7 +195,11 @@ class PartitionActor {
           logEndOffset: () => log.logEndOffset,
         },
         this.#log,
-        { partition: this.#partition, flush: this.#config.flush },
+        {
+          partition: this.#partition,
+          flush: this.#config.flush,
+          maxMessageBytes: this.#config.maxMessageBytes,
+        },
       );
     } catch (error) {
       this.#log.error("delay journal not opened", {

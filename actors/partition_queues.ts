@@ -82,7 +82,7 @@ interface Group {
   dead: Map<number, number[]>;
 }
 
-/** Expiries are checked at most this often, so `qexpired` comes in batches. */
+/** Expiries are checked at most this often, so `qfreed` comes in batches. */
 const TIMER_SPACING_MS = 250;
 const TIMER_MS_MAX = 2_000_000_000;
 /** Letters per `qdead` message. */
@@ -194,7 +194,7 @@ export class PartitionQueues {
       if (group.cursor.floor >= log.logStartOffset) continue;
       const freed = group.cursor.dropBelow(log.logStartOffset);
       if (freed.length > 0) {
-        this.#host.send({ type: "qexpired", group: group.name, freed });
+        this.#host.send({ type: "qfreed", group: group.name, freed });
       }
       this.#afterChange(group, Date.now());
     }
@@ -360,8 +360,21 @@ export class PartitionQueues {
   ): void {
     const now = Date.now();
     const outcome = group.cursor.settle(acks, items, now);
+    // Prefetch comes back now; only the answer waits for the state write.
+    if (outcome.freed.length > 0) {
+      this.#host.send({
+        type: "qfreed",
+        group: group.name,
+        freed: outcome.freed,
+      });
+    }
     this.#afterChange(group, now);
-    this.#answerAfterWrite(group, id, { type: "qsettled", id, ...outcome });
+    this.#answerAfterWrite(group, id, {
+      type: "qsettled",
+      id,
+      ...outcome,
+      freed: [],
+    });
   }
 
   /** After any change: dead letters out, `qready` if due, state dirty, timer armed. */
@@ -441,7 +454,7 @@ export class PartitionQueues {
     for (const group of this.#groups.values()) {
       const freed = group.cursor.expire(now);
       if (freed.length > 0) {
-        this.#host.send({ type: "qexpired", group: group.name, freed });
+        this.#host.send({ type: "qfreed", group: group.name, freed });
         group.dirty = true;
       }
       this.#sendDeadLetters(group);

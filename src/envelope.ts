@@ -230,9 +230,10 @@ export type PartitionMessage =
     more: boolean;
   }
   /**
-   * Answer to `qsettle` and `qdeadDone`. `freed` is flat triples [member,
-   * records, bytes] of in-flight deliveries this released, so the router
-   * can give members their prefetch back.
+   * Answer to `qsettle`, `qrelease` and `qdeadDone`. `freed` is flat triples
+   * [member, records, bytes] of in-flight deliveries a `qrelease` released;
+   * for `qsettle` it is empty, as its deliveries were reported by `qfreed`
+   * before the state write this answer waits for.
    */
   | {
     type: "qsettled";
@@ -249,11 +250,13 @@ export type PartitionMessage =
    */
   | { type: "qready"; group: string }
   /**
-   * Unsolicited: deliveries that ended without a settlement (ack timeout),
-   * as flat triples [member, records, bytes], for the router's prefetch
-   * accounting. Batched, at most a few per second per group.
+   * Unsolicited: deliveries that ended, as flat triples [member, records,
+   * bytes], for the router's prefetch accounting: sent at once when a
+   * `qsettle` settles them (before the state write that `qsettled` waits
+   * for, so a member's prefetch does not wait on the disk), and in batches
+   * when ack deadlines pass or retention drops records in flight.
    */
-  | { type: "qexpired"; group: string; freed: number[] }
+  | { type: "qfreed"; group: string; freed: number[] }
   /**
    * Unsolicited: records that reached the delivery limit or were rejected,
    * as batches ready to append to the dead-letter topic: each record keeps

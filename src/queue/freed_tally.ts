@@ -1,6 +1,6 @@
 /**
  * Sums released deliveries per member as the flat triples [member, records,
- * bytes] that `qsettled.freed` and `qexpired.freed` carry. Members are few,
+ * bytes] that `qsettled.freed` and `qfreed.freed` carry. Members are few,
  * so a linear scan with the last member cached beats a Map on the ack path.
  */
 export class FreedTally {

@@ -103,6 +103,8 @@ function readU32(bytes: Uint8Array, p: number): number {
 export class QueueCursor {
   #config: QueueCursorConfig;
   readonly #matcher: RecordMatcher | null;
+  /** Log bytes per record in the last chunk read, to size the next read. */
+  #bytesPerRecord = 256;
   readonly #random: () => number;
 
   /** Every offset below is settled. */
@@ -553,12 +555,27 @@ export class QueueCursor {
       this.#readOffset < source.highWatermark &&
       this.#readOffset - this.#floor < this.#config.maxUnsettled
     ) {
+      // Read about what the records still wanted take, not all of maxBytes:
+      // a member with a large byte prefetch would otherwise pull megabytes
+      // off the log for every few hundred records.
+      const wanted = (maxRecords - delivery.records) * this.#bytesPerRecord *
+          1.25 + BATCH_HEADER_BYTES;
       const chunk = source.read(
         this.#readOffset,
-        Math.max(maxBytes - delivery.bytes, READ_BYTES_MIN),
+        Math.max(
+          READ_BYTES_MIN,
+          Math.min(maxBytes - delivery.bytes, wanted, EXAMINE_BYTES_MAX),
+        ),
       );
       if (chunk.length === 0) break;
       examined += chunk.length;
+      let chunkRecords = 0;
+      for (let p = 0; p < chunk.length; p += batchLength(chunk, p)) {
+        chunkRecords += batchRecordCount(chunk, p);
+      }
+      if (chunkRecords > 0) {
+        this.#bytesPerRecord = Math.max(16, chunk.length / chunkRecords);
+      }
       let runStart = -1;
       let runCount = 0;
       let runBytes = 0;

@@ -71,7 +71,7 @@ export interface ReplyFor {
 /** What a partition actor sends unasked about its queue groups. */
 export type QueueNotice = Extract<
   PartitionMessage,
-  { type: "qready" | "qexpired" | "qdead" }
+  { type: "qready" | "qfreed" | "qdead" }
 >;
 
 interface Pending {
@@ -96,7 +96,7 @@ export interface PartitionClientOptions {
    * starts, from 1.
    */
   onStart?(client: PartitionClient, epoch: number): void;
-  /** Called with each `qready`, `qexpired` and `qdead` the actor sends. */
+  /** Called with each `qready`, `qfreed` and `qdead` the actor sends. */
   onQueueNotice?(
     client: PartitionClient,
     notice: QueueNotice,
@@ -323,7 +323,7 @@ export class PartitionClient {
       case "started":
         return;
       case "qready":
-      case "qexpired":
+      case "qfreed":
       case "qdead":
         try {
           this.#options.onQueueNotice?.(this, message, this.#epoch);

@@ -11,10 +11,12 @@
  * members on 4 partitions all get work while the backlog lasts.
  *
  * Prefetch is counted per member and partition, in records and bytes:
- * a delivery adds its record count and batch bytes, `qsettled.freed` and
- * `qexpired` subtract what the actor says it released. The actor measures
- * bytes per record, which does not add up to the batch bytes, so a
- * member's bytes on a partition are zeroed whenever its records there are.
+ * a delivery adds its record count and batch bytes; `qfreed` (settled or
+ * expired deliveries) and `qsettled.freed` (a release) subtract what the
+ * actor says ended (each batch header is charged to its first record, so
+ * the bytes add up; a member's bytes on a partition are also zeroed
+ * whenever its records there are, which keeps a rounding slip from
+ * sticking).
  *
  * Numbers: each member gets a number from 1 up, never reused while the
  * router runs (a replaced member gets a new one, so a late `qrelease` of

@@ -354,7 +354,7 @@ export class QueueGroups {
     }
   }
 
-  /** Routes a partition actor's `qready`, `qexpired` or `qdead`. */
+  /** Routes a partition actor's `qready`, `qfreed` or `qdead`. */
   notice(client: PartitionClient, notice: QueueNotice, epoch: number): void {
     if (notice.type === "qdead") {
       this.#deadLetters.accept(client, notice, epoch);
