@@ -25,9 +25,9 @@
  * `connection_closed`: whether the broker took it is unknown.
  */
 import type { RecordFilter } from "../broker.ts";
+import { type ReconnectOptions, Reconnector } from "./reconnector.ts";
 import { DakgharClientError, errorFromBody } from "./errors.ts";
 import { ConsumedRecord, recordsFromBatches } from "./records.ts";
-import type { ReconnectOptions } from "./subscription.ts";
 import type { Frame, WebSocketTransport } from "./websocket_transport.ts";
 
 /** Options for a queue or key_shared member: {@linkcode DakgharClient.subscribe} with `mode`. */
@@ -202,8 +202,7 @@ export class QueueSubscription implements AsyncIterableIterator<QueueMessage> {
   #wake: (() => void) | undefined;
   #failure: Error | undefined;
   #closed = false;
-  #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
-  #attempt = 0;
+  readonly #reconnector: Reconnector;
 
   /** Use {@linkcode DakgharClient.subscribe}. */
   constructor(
@@ -222,6 +221,12 @@ export class QueueSubscription implements AsyncIterableIterator<QueueMessage> {
     this.#options = options;
     this.#connect = connect;
     this.#memberId = options.memberId;
+    this.#reconnector = new Reconnector(options.reconnect, fatalCodes, {
+      open: () => this.#open(),
+      closed: () => this.#closed,
+      reconnected: () => this.#emit({ type: "reconnected" }),
+      failed: (error) => this.#fail(error),
+    });
     this.#settleBatchMax = settleBatchMax;
   }
 
@@ -291,7 +296,7 @@ export class QueueSubscription implements AsyncIterableIterator<QueueMessage> {
    */
   async close(): Promise<void> {
     if (this.#closed) return;
-    clearTimeout(this.#reconnectTimer);
+    this.#reconnector.cancel();
     await this.flush();
     this.#closed = true;
     this.#buffer = [];
@@ -510,32 +515,7 @@ export class QueueSubscription implements AsyncIterableIterator<QueueMessage> {
       return;
     }
     this.#emit({ type: "disconnected", error });
-    this.#scheduleReconnect();
-  }
-
-  #scheduleReconnect(): void {
-    const settings = typeof this.#options.reconnect === "object"
-      ? this.#options.reconnect
-      : {};
-    const initial = settings.initialDelayMs ?? 100;
-    const cap = settings.maxDelayMs ?? 5000;
-    const backoff = Math.min(cap, initial * 2 ** this.#attempt);
-    // Half jitter: spread out after a broker restart, yet still growing.
-    const delay = backoff / 2 + Math.random() * backoff / 2;
-    this.#attempt++;
-    this.#reconnectTimer = setTimeout(async () => {
-      if (this.#closed) return;
-      try {
-        await this.#open();
-        this.#attempt = 0;
-        this.#emit({ type: "reconnected" });
-      } catch (error) {
-        if (this.#closed) return;
-        const code = (error as DakgharClientError).code;
-        if (fatalCodes.has(code)) this.#fail(error as Error);
-        else this.#scheduleReconnect();
-      }
-    }, delay);
+    this.#reconnector.schedule();
   }
 
   #fail(error: Error): void {

@@ -17,6 +17,7 @@
  * skipped that was not yielded before.
  */
 import type { RecordFilter } from "../broker.ts";
+import { type ReconnectOptions, Reconnector } from "./reconnector.ts";
 import { DakgharClientError } from "./errors.ts";
 import {
   ConsumedRecord,
@@ -25,20 +26,14 @@ import {
 } from "./records.ts";
 import type { Frame, WebSocketTransport } from "./websocket_transport.ts";
 
+export type { ReconnectOptions };
+
 /** Where a subscription without a group starts; groups take the first two. */
 export type SubscribeFrom =
   | "earliest"
   | "latest"
   | { offset: number }
   | { timestamp: number };
-
-/** Reconnect timing: exponential backoff with jitter, capped. */
-export interface ReconnectOptions {
-  /** First delay (default 100 ms); doubles per failed attempt. */
-  initialDelayMs?: number;
-  /** Longest delay (default 5000 ms). */
-  maxDelayMs?: number;
-}
 
 /** Options for {@linkcode DakgharClient.subscribe}. */
 export interface SubscribeOptions {
@@ -188,9 +183,8 @@ export class Subscription implements AsyncIterableIterator<Message> {
   #wake: (() => void) | undefined;
   #failure: Error | undefined;
   #closed = false;
+  readonly #reconnector: Reconnector;
   #autoCommitTimer: ReturnType<typeof setInterval> | undefined;
-  #reconnectTimer: ReturnType<typeof setTimeout> | undefined;
-  #attempt = 0;
 
   /** Use {@linkcode DakgharClient.subscribe}. */
   constructor(
@@ -209,6 +203,12 @@ export class Subscription implements AsyncIterableIterator<Message> {
     this.#options = options;
     this.#connect = connect;
     this.#memberId = options.memberId;
+    this.#reconnector = new Reconnector(options.reconnect, fatalCodes, {
+      open: () => this.#open(),
+      closed: () => this.#closed,
+      reconnected: () => this.#emit({ type: "reconnected" }),
+      failed: (error) => this.#fail(error),
+    });
   }
 
   /** Opens the first connection; rejects with the broker's error. */
@@ -375,7 +375,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
   async close(): Promise<void> {
     if (this.#closed) return;
     clearInterval(this.#autoCommitTimer);
-    clearTimeout(this.#reconnectTimer);
+    this.#reconnector.cancel();
     if (this.#options.autoCommit !== false) {
       await this.commit().catch(() => {});
     }
@@ -659,33 +659,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
       return;
     }
     this.#emit({ type: "disconnected", error });
-    this.#scheduleReconnect();
-  }
-
-  #scheduleReconnect(): void {
-    const settings = typeof this.#options.reconnect === "object"
-      ? this.#options.reconnect
-      : {};
-    const initial = settings.initialDelayMs ?? 100;
-    const cap = settings.maxDelayMs ?? 5000;
-    const backoff = Math.min(cap, initial * 2 ** this.#attempt);
-    // Full-size jitter would let many clients retry at once after a broker
-    // restart; half keeps them spread and the delay still grows.
-    const delay = backoff / 2 + Math.random() * backoff / 2;
-    this.#attempt++;
-    this.#reconnectTimer = setTimeout(async () => {
-      if (this.#closed) return;
-      try {
-        await this.#open();
-        this.#attempt = 0;
-        this.#emit({ type: "reconnected" });
-      } catch (error) {
-        if (this.#closed) return;
-        const code = (error as DakgharClientError).code;
-        if (fatalCodes.has(code)) this.#fail(error as Error);
-        else this.#scheduleReconnect();
-      }
-    }, delay);
+    this.#reconnector.schedule();
   }
 
   #fail(error: Error): void {
