@@ -4,6 +4,7 @@
  * `| head -3`), so that a command can stop and exit 0.
  */
 import process from "node:process";
+import { toConsumerRecords } from "../http/json_records.ts";
 
 /** Standard output as a command sees it. */
 export interface Output {
@@ -64,4 +65,68 @@ export function standardOutput(): Output {
     },
   };
   return shared;
+}
+
+/** What {@linkcode formatRecords} needs of a consumed record. */
+export interface PrintableRecord {
+  partition: number;
+  offset: number;
+  timestamp: number;
+  keyBytes: Uint8Array | null;
+  value: Uint8Array | null;
+  headerBytes: [string, Uint8Array | null][];
+}
+
+/**
+ * One line per record: the value's bytes, or the consumer JSON record of
+ * docs/protocol.md with its partition (and whatever `extra` adds, such as a
+ * delivery's attempt), as the broker writes it.
+ */
+export function formatRecords<T extends PrintableRecord>(
+  records: T[],
+  format: "value" | "json",
+  extra: (record: T) => Record<string, unknown> = () => ({}),
+): string | Uint8Array {
+  if (format === "json") {
+    const consumer = toConsumerRecords(records.map((record) => ({
+      offset: record.offset,
+      timestamp: record.timestamp,
+      key: record.keyBytes,
+      value: record.value,
+      headers: record.headerBytes,
+      // The consumer record has no append time; the batch's is not kept.
+      appendTime: record.timestamp,
+    })));
+    return consumer.map((json, index) =>
+      `${
+        JSON.stringify({
+          partition: records[index].partition,
+          ...extra(records[index]),
+          ...json,
+        })
+      }\n`
+    ).join("");
+  }
+  let length = 0;
+  for (const record of records) length += (record.value?.length ?? 0) + 1;
+  const bytes = new Uint8Array(length);
+  let at = 0;
+  for (const record of records) {
+    if (record.value !== null) bytes.set(record.value, at);
+    at += (record.value?.length ?? 0) + 1;
+    bytes[at - 1] = 10;
+  }
+  return bytes;
+}
+
+/** Settles with `promise`, or after `ms` at the latest (never rejects on its own). */
+export function withinMs(
+  promise: Promise<unknown>,
+  ms: number,
+): Promise<unknown> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise((resolve) => timer = setTimeout(resolve, ms)),
+  ]).finally(() => clearTimeout(timer));
 }

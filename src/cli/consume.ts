@@ -14,7 +14,6 @@ import type {
   SubscriptionEvent,
 } from "../client/subscription.ts";
 import type { WebSocketConstructor } from "../client/websocket_transport.ts";
-import { toConsumerRecords } from "../http/json_records.ts";
 import {
   describeClientError,
   type From,
@@ -26,7 +25,7 @@ import {
   UsageError,
 } from "./_args.ts";
 import { runQueueConsume } from "./consume_queue.ts";
-import { standardOutput } from "./_output.ts";
+import { formatRecords, standardOutput, withinMs } from "./_output.ts";
 
 /** The help text of `dakghar consume`. */
 export const consumeUsage = `Usage: dakghar consume <topic> [options]
@@ -294,46 +293,4 @@ async function webSocketClass(): Promise<WebSocketConstructor> {
     .WebSocket;
   if (global !== undefined) return global;
   return (await import("ws")).WebSocket as unknown as WebSocketConstructor;
-}
-
-function withinMs(promise: Promise<unknown>, ms: number): Promise<unknown> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise((resolve) => timer = setTimeout(resolve, ms)),
-  ]).finally(() => clearTimeout(timer));
-}
-
-/**
- * One line per record: the value's bytes, or the consumer JSON record of
- * docs/protocol.md with its partition, as the broker writes it.
- */
-function formatRecords(
-  messages: Message[],
-  format: "value" | "json",
-): string | Uint8Array {
-  if (format === "json") {
-    const records = toConsumerRecords(messages.map((message) => ({
-      offset: message.offset,
-      timestamp: message.timestamp,
-      key: message.keyBytes,
-      value: message.value,
-      headers: message.headerBytes,
-      // The consumer record has no append time; the batch's is not kept.
-      appendTime: message.timestamp,
-    })));
-    return records.map((record, index) =>
-      `${JSON.stringify({ partition: messages[index].partition, ...record })}\n`
-    ).join("");
-  }
-  let length = 0;
-  for (const message of messages) length += (message.value?.length ?? 0) + 1;
-  const bytes = new Uint8Array(length);
-  let at = 0;
-  for (const message of messages) {
-    if (message.value !== null) bytes.set(message.value, at);
-    at += (message.value?.length ?? 0) + 1;
-    bytes[at - 1] = 10;
-  }
-  return bytes;
 }

@@ -17,9 +17,8 @@ import type {
   QueueSubscription,
 } from "../client/queue_subscription.ts";
 import type { WebSocketConstructor } from "../client/websocket_transport.ts";
-import { toConsumerRecords } from "../http/json_records.ts";
 import { type Connection, describeClientError } from "./_args.ts";
-import { standardOutput } from "./_output.ts";
+import { formatRecords, standardOutput, withinMs } from "./_output.ts";
 
 /** What `consume` parsed for a queue member. */
 export interface QueueConsumeOptions {
@@ -114,7 +113,9 @@ export async function runQueueConsume(
         if (next.done) break;
         batch.push(next.value);
       }
-      await output.write(formatDeliveries(batch, format));
+      await output.write(formatRecords(batch, format, (message) => ({
+        attempt: message.attempt,
+      })));
       // Not written means not handled: the broker delivers them again.
       if (output.isClosed()) break;
       printed += batch.length;
@@ -131,52 +132,4 @@ export async function runQueueConsume(
   await withinMs(subscription.close(), LEAVE_WAIT_MS);
   if (outcome instanceof Error) throw outcome;
   return outcome === 0 && refusedAcks > 0 ? 1 : outcome;
-}
-
-function withinMs(promise: Promise<unknown>, ms: number): Promise<unknown> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    promise,
-    new Promise((resolve) => timer = setTimeout(resolve, ms)),
-  ]).finally(() => clearTimeout(timer));
-}
-
-/**
- * One line per delivery: the value's bytes, or the consumer JSON record with
- * its partition and attempt.
- */
-function formatDeliveries(
-  messages: QueueMessage[],
-  format: "value" | "json",
-): string | Uint8Array {
-  if (format === "json") {
-    const records = toConsumerRecords(messages.map((message) => ({
-      offset: message.offset,
-      timestamp: message.timestamp,
-      key: message.keyBytes,
-      value: message.value,
-      headers: message.headerBytes,
-      // The consumer record has no append time; the batch's is not kept.
-      appendTime: message.timestamp,
-    })));
-    return records.map((record, index) =>
-      `${
-        JSON.stringify({
-          partition: messages[index].partition,
-          attempt: messages[index].attempt,
-          ...record,
-        })
-      }\n`
-    ).join("");
-  }
-  let length = 0;
-  for (const message of messages) length += (message.value?.length ?? 0) + 1;
-  const bytes = new Uint8Array(length);
-  let at = 0;
-  for (const message of messages) {
-    if (message.value !== null) bytes.set(message.value, at);
-    at += (message.value?.length ?? 0) + 1;
-    bytes[at - 1] = 10;
-  }
-  return bytes;
 }
