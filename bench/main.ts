@@ -14,6 +14,7 @@ import { parseArgs } from "node:util";
 import { type BrokerProcess, startBrokerProcess } from "./broker_process.ts";
 import { measureConsume } from "./consume.ts";
 import { measureQueueConsume } from "./queue_consume.ts";
+import { type DelayFireResult, measureDelayFire } from "./delay_fire.ts";
 import { type LatencyResult, measureLatency } from "./latency.ts";
 import { BATCH_HEADER_BYTES } from "../src/mod.ts";
 import { measureFsyncFloor } from "./fsync_floor.ts";
@@ -38,14 +39,20 @@ Options:
   --rate <n>         records per second for the latency runs (10000)
   --prefetch <n>     unsettled deliveries per queue member (1000)
   --queue-backlog <n> records in the queue-consume backlog (1000000)
+  --delay-pending <n> delayed records each delay-fire run schedules (1000000)
+  --delay-window <ms> window the delay-fire due times are spread over (3000)
   --json <file>      also write every run's figures to this file
   --profile <dir>    run the broker with --cpu-prof, writing profiles to <dir>
   -h, --help         show this text
 
-Cases: http-json-*, ws-publish-*, consume-*, queue-consume-*, fsync-floor-*,
-latency-*, each for 100b and 1kib (queue-consume for 100b only). queue-consume reads a backlog of
+Cases: http-json-*, ws-publish-*, consume-*, queue-consume-*, delay-fire-*,
+fsync-floor-*, latency-*, each for 100b and 1kib (queue-consume and
+delay-fire for 100b only). queue-consume reads a backlog of
 --queue-backlog records through a fresh queue group per run, acking every
-record. fsync-floor times append + fdatasync of one latency tick's batch
+record. delay-fire schedules --delay-pending delayed records, all due within
+--delay-window ms a little after the last is scheduled, and measures how
+late each is appended (appendTime − due time); a quick run:
+--only delay --runs 1 --delay-pending 10000. fsync-floor times append + fdatasync of one latency tick's batch
 on the data directory's file system, without the broker: the disk's floor.
 `;
 
@@ -60,6 +67,8 @@ interface BenchSettings {
   rate: number;
   prefetch: number;
   queueBacklog: number;
+  delayPending: number;
+  delayWindowMs: number;
   json: string | undefined;
   profileDir: string | undefined;
 }
@@ -69,6 +78,7 @@ type Kind =
   | "ws-publish"
   | "consume"
   | "queue-consume"
+  | "delay-fire"
   | "fsync-floor"
   | "latency";
 
@@ -100,6 +110,7 @@ const kinds: Kind[] = [
   "ws-publish",
   "consume",
   "queue-consume",
+  "delay-fire",
   "fsync-floor",
   "latency",
 ];
@@ -110,6 +121,7 @@ const targets: Target[] = [
   target("http-json-100b", "rec/s", 200_000),
   target("consume-100b", "rec/s", 2_000_000),
   target("queue-consume-100b", "rec/s", 500_000),
+  target("delay-fire-100b", "late p99 ms", 1000, false),
   target("latency-100b", "p50 ms", 0.5, false),
   target("latency-100b", "p99 ms", 3, false),
   target("latency-1kib", "p50 ms", 0.5, false),
@@ -168,6 +180,8 @@ function parseSettings(args: string[]): BenchSettings | "help" {
       rate: { type: "string", default: "10000" },
       prefetch: { type: "string", default: "1000" },
       "queue-backlog": { type: "string", default: "1000000" },
+      "delay-pending": { type: "string", default: "1000000" },
+      "delay-window": { type: "string", default: "3000" },
       json: { type: "string" },
       profile: { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -189,6 +203,12 @@ function parseSettings(args: string[]): BenchSettings | "help" {
       "queue-backlog",
       true,
     ),
+    delayPending: positiveNumber(
+      values["delay-pending"],
+      "delay-pending",
+      true,
+    ),
+    delayWindowMs: positiveNumber(values["delay-window"], "delay-window", true),
     json: values.json,
     profileDir: values.profile,
   };
@@ -208,9 +228,10 @@ function positiveNumber(text: string, name: string, integer: boolean): number {
 }
 
 function selectedCases(only: string[]): BenchCase[] {
-  // The queue case reads a million-record backlog: at 100 B only.
+  // The queue and delay cases move a million records each: at 100 B only.
+  const hundredOnly: Kind[] = ["queue-consume", "delay-fire"];
   const cases = kinds.flatMap((kind) =>
-    sizes.filter((size) => kind !== "queue-consume" || size.label === "100b")
+    sizes.filter((size) => !hundredOnly.includes(kind) || size.label === "100b")
       .map((size) => ({
         name: `${kind}-${size.label}`,
         kind,
@@ -324,6 +345,31 @@ async function runCase(
     return figures;
   }
 
+  if (kind === "delay-fire") {
+    for (let run = 1; run <= settings.runs; run++) {
+      const topic = `${name}-r${run}`;
+      await createTopic(url, topic, topicConfig);
+      try {
+        const result = await measureDelayFire({
+          url,
+          topic,
+          topicConfig,
+          pending: settings.delayPending,
+          valueBytes,
+          inFlight,
+          recordsPerFrame: 2000,
+          windowMs: settings.delayWindowMs,
+          leadMs: 2000,
+          graceSeconds: Math.max(30, seconds * 6),
+        });
+        figures.push(reportDelayFire(name, run, result));
+      } finally {
+        await deleteTopic(url, topic);
+      }
+    }
+    return figures;
+  }
+
   if (kind === "fsync-floor") {
     const tickRecords = Math.max(1, Math.round(settings.rate / 1000));
     const writeBytes = BATCH_HEADER_BYTES +
@@ -384,6 +430,37 @@ function reportThroughput(
     } MB/s`,
   );
   return figures;
+}
+
+function reportDelayFire(
+  name: string,
+  run: number,
+  result: DelayFireResult,
+): RunFigures {
+  const ms = (value: number) => value.toFixed(1);
+  progress(
+    `${name} run ${run}: ${result.scheduled} delayed records scheduled in ${
+      result.scheduleSeconds.toFixed(2)
+    } s (${
+      formatFigure(result.scheduled / result.scheduleSeconds)
+    } rec/s), ${result.dueBeforeScheduled} due before the last was scheduled`,
+  );
+  progress(
+    `  fired ${result.fired}, missing ${result.missing}; appendTime − due p50 ${
+      ms(result.p50Ms)
+    } ms, p99 ${ms(result.p99Ms)} ms, max ${ms(result.maxMs)} ms, min ${
+      ms(result.minMs)
+    } ms; read − due p99 ${ms(result.receiveP99Ms)} ms`,
+  );
+  return {
+    "late p50 ms": result.p50Ms,
+    "late p99 ms": result.p99Ms,
+    "late max ms": result.maxMs,
+    "read p99 ms": result.receiveP99Ms,
+    "schedule s": result.scheduleSeconds,
+    "schedule rec/s": result.scheduled / result.scheduleSeconds,
+    "missing": result.missing,
+  };
 }
 
 function reportLatency(
