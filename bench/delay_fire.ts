@@ -72,6 +72,8 @@ export interface DelayFireResult {
   receiveP99Ms: number;
   /** Scheduled records not read back by the end of the grace period. */
   missing: number;
+  /** Records fired per second from the window's opening to the last appendTime. */
+  fireRate: number;
 }
 
 /** The scheduling rate is taken as this fraction of the calibration's, for headroom. */
@@ -173,6 +175,7 @@ export async function measureDelayFire(
   const lateness = new Float64Array(pending);
   const receiveLateness = new Float64Array(pending);
   let fired = 0;
+  let lastAppendTime = 0;
   let failure: Error | undefined;
 
   const consumer = await BenchSocket.open(url);
@@ -190,6 +193,7 @@ export async function measureDelayFire(
           if (fired >= pending) return;
           const due = dueTimeOf(record.value!);
           lateness[fired] = record.appendTime - due;
+          lastAppendTime = Math.max(lastAppendTime, record.appendTime);
           receiveLateness[fired] = now - due;
           fired++;
         });
@@ -243,6 +247,7 @@ export async function measureDelayFire(
       minMs: fired > 0 ? sorted[0] : NaN,
       receiveP99Ms: quantile(received, 0.99),
       missing: Math.max(0, scheduled.records - fired),
+      fireRate: fired / (Math.max(1, lastAppendTime - windowOpens) / 1000),
     };
   } finally {
     await Promise.all([publisher.close(), consumer.close()]);

@@ -450,7 +450,9 @@ function reportDelayFire(
       ms(result.p50Ms)
     } ms, p99 ${ms(result.p99Ms)} ms, max ${ms(result.maxMs)} ms, min ${
       ms(result.minMs)
-    } ms; read − due p99 ${ms(result.receiveP99Ms)} ms`,
+    } ms; read − due p99 ${ms(result.receiveP99Ms)} ms; fired at ${
+      formatFigure(result.fireRate)
+    } rec/s from the window's opening`,
   );
   return {
     "late p50 ms": result.p50Ms,
@@ -459,6 +461,7 @@ function reportDelayFire(
     "read p99 ms": result.receiveP99Ms,
     "schedule s": result.scheduleSeconds,
     "schedule rec/s": result.scheduled / result.scheduleSeconds,
+    "fire rec/s": result.fireRate,
     "missing": result.missing,
   };
 }
