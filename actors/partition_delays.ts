@@ -43,9 +43,18 @@ import {
   encodeRecords,
   forEachRecord,
 } from "../src/log/record_batch.ts";
-import { forEachRecordStart, recordHeaderAt } from "../src/log/record_pick.ts";
+import {
+  forEachRecordStart,
+  joinBatches,
+  recordHeaderAt,
+} from "../src/log/record_pick.ts";
 import type { Logger } from "../src/logger.ts";
 import type { FileSystem } from "../src/runtime/types.ts";
+
+/** Journal entries this close together are read in one span when firing. */
+const READ_GAP_MAX = 4096;
+/** The longest span read at once when firing. */
+const READ_SPAN_MAX = 8 * 1024 * 1024;
 
 /** What {@linkcode PartitionDelays} needs from its partition's log. */
 export interface DelayHost {
@@ -428,15 +437,14 @@ export class PartitionDelays {
       if (slots.length === 0) return;
 
       // Read the records back from the journal.
-      const ids: string[] = [];
-      const records: BatchRecord[] = [];
-      for (const slot of slots) {
-        const { position, length } = this.#queue.entryOf(slot);
-        const entry = readScheduleEntry(this.#journal.read(position, length));
-        ids.push(entry.id);
-        for (const record of decodeBatches(entry.batch)) records.push(record);
-      }
-      const batches = encodeRecords(records);
+      const entries = this.#readEntries(slots);
+      const ids = entries.map((entry) => entry.id);
+      // Each entry holds a batch stamped with its delay id: join their
+      // records into one batch, or re-frame when timestamps lie far apart.
+      const batches = joinBatches(entries.map((entry) => entry.batch)) ??
+        encodeRecords(
+          entries.flatMap((entry): BatchRecord[] => decodeBatches(entry.batch)),
+        );
 
       // Intent first, durable; then the append; then close the intent.
       const seq = ++this.#intentSeq;
@@ -466,6 +474,48 @@ export class PartitionDelays {
         return;
       }
     }
+  }
+
+  /**
+   * The schedule entries of `slots`, in slot order. Entries scheduled
+   * together lie side by side in the journal, so they are read in spans:
+   * one read covers neighbours with less than {@linkcode READ_GAP_MAX}
+   * bytes between them, instead of one read per record.
+   */
+  #readEntries(slots: number[]): ReturnType<typeof readScheduleEntry>[] {
+    const entries = slots.map((slot) => this.#queue.entryOf(slot));
+    const order = entries.map((_, index) => index).sort((a, b) =>
+      entries[a].position - entries[b].position
+    );
+    const result: ReturnType<typeof readScheduleEntry>[] = new Array(
+      entries.length,
+    );
+    for (let i = 0; i < order.length;) {
+      const start = entries[order[i]].position;
+      let end = start + entries[order[i]].length;
+      let j = i + 1;
+      while (
+        j < order.length &&
+        entries[order[j]].position - end < READ_GAP_MAX &&
+        entries[order[j]].position + entries[order[j]].length - start <=
+          READ_SPAN_MAX
+      ) {
+        end = Math.max(
+          end,
+          entries[order[j]].position + entries[order[j]].length,
+        );
+        j++;
+      }
+      const span = this.#journal.read(start, end - start);
+      for (let k = i; k < j; k++) {
+        const { position, length } = entries[order[k]];
+        result[order[k]] = readScheduleEntry(
+          span.subarray(position - start, position - start + length),
+        );
+      }
+      i = j;
+    }
+    return result;
   }
 
   // -------------------------------------------------------------------------

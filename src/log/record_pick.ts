@@ -385,3 +385,50 @@ export function recordHeaderAt(
   }
   return null;
 }
+
+/**
+ * Joins the records of several valid batches into one batch, copying each
+ * record's bytes and rewriting only its timestampDelta and offsetDelta; the
+ * header is the first batch's with a new count, length and CRC. Returns
+ * null when the records' timestamps lie too far apart for one batch's
+ * 32-bit deltas (the caller then frames them another way).
+ *
+ * @param batches valid batches, each with at least one record
+ * @returns one batch holding every record, in order, or null
+ */
+export function joinBatches(batches: Uint8Array[]): Uint8Array | null {
+  if (batches.length === 0) throw new RangeError("No batches to join");
+  const baseTimestamp = readI64(batches[0], 32);
+  let size = BATCH_HEADER_BYTES;
+  let count = 0;
+  for (const batch of batches) {
+    const shift = readI64(batch, 32) - baseTimestamp;
+    const end = readU32(batch, 8);
+    for (let r = BATCH_HEADER_BYTES; r < end; r += 4 + readU32(batch, r)) {
+      const delta = readI32(batch, r + 4) + shift;
+      if (delta < -0x8000_0000 || delta > 0x7fff_ffff) return null;
+      count++;
+    }
+    size += end - BATCH_HEADER_BYTES;
+  }
+  const out = new Uint8Array(size);
+  out.set(batches[0].subarray(0, BATCH_HEADER_BYTES), 0);
+  writeI64(out, 0, 0);
+  writeU32(out, 8, size);
+  writeU32(out, 28, count);
+  let o = BATCH_HEADER_BYTES;
+  let index = 0;
+  for (const batch of batches) {
+    const shift = readI64(batch, 32) - baseTimestamp;
+    const end = readU32(batch, 8);
+    out.set(batch.subarray(BATCH_HEADER_BYTES, end), o);
+    const stop = o + end - BATCH_HEADER_BYTES;
+    for (let r = o; r < stop; r += 4 + readU32(out, r)) {
+      writeU32(out, r + 4, (readI32(out, r + 4) + shift) >>> 0);
+      writeU32(out, r + 8, index++);
+    }
+    o = stop;
+  }
+  writeU32(out, 20, crc32c(out, 24, size));
+  return out;
+}

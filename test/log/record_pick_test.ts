@@ -11,6 +11,7 @@ import {
 } from "../../src/log/record_batch.ts";
 import {
   forEachRecordStart,
+  joinBatches,
   pickRecords,
   recordEndAt,
   recordHeaderAt,
@@ -159,6 +160,37 @@ test("pickRecords() output is valid and exact on random input", () => {
     assert.equal(plain(decodeBatches(picked.bytes)), plain(expected), message);
     assert.is(picked.lastOffset, expected.at(-1)?.offset ?? -1, message);
   }
+});
+
+test("joinBatches() joins the records of several batches into one valid batch", () => {
+  const records = (from: number, count: number, ts: number) =>
+    Array.from({ length: count }, (_, i): BatchRecord => ({
+      key: i % 2 ? null : text(`k${from + i}`),
+      value: text(`v${from + i}`),
+      headers: [["dakghar.delay-id", text(`0-${from + i}`)]],
+      timestamp: ts + i * 7,
+    }));
+  const parts = [
+    encodeBatch(records(0, 1, 1_700_000_000_000)),
+    encodeBatch(records(1, 3, 1_699_999_999_000)),
+    encodeBatch(records(4, 2, 1_700_000_050_000)),
+  ];
+  const joined = joinBatches(parts)!;
+  assert.equal(validateBatches(joined, MAX), { batchCount: 1, recordCount: 6 });
+  assert.equal(
+    decodeBatches(joined).map((r) => [r.offset, r.timestamp, r.value]),
+    parts.flatMap((part) => decodeBatches(part)).map((r, i) => [
+      i,
+      r.timestamp,
+      r.value,
+    ]),
+  );
+});
+
+test("joinBatches() gives null when timestamps lie too far apart for one batch", () => {
+  const one = (timestamp: number) =>
+    encodeBatch([{ key: null, value: text("x"), headers: [], timestamp }]);
+  assert.is(joinBatches([one(0), one(2 ** 32)]), null);
 });
 
 test("recordKeyAt() and friends read fields in place", () => {
