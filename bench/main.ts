@@ -265,12 +265,16 @@ async function runCase(
   };
   const figures: RunFigures[] = [];
 
-  if (kind === "consume") {
+  if (kind === "consume" || kind === "queue-consume") {
+    // Both read one backlog per case, published untimed; a queue run uses
+    // a fresh group, so every run reads all of it.
     const topic = `${name}-backlog`;
     await createTopic(url, topic, topicConfig);
     try {
       const size = name.slice(name.lastIndexOf("-") + 1);
-      const wanted = Math.ceil(backlogPerSecond[size] * seconds);
+      const wanted = kind === "consume"
+        ? Math.ceil(backlogPerSecond[size] * seconds)
+        : settings.queueBacklog;
       const backlogStart = performance.now();
       const backlog = await publishBacklog(
         url,
@@ -285,53 +289,23 @@ async function runCase(
         } s (untimed)`,
       );
       for (let run = 1; run <= settings.runs; run++) {
-        const result = await measureConsume({
-          url,
-          topic,
-          valueBytes,
-          backlogRecords: backlog,
-          timeoutSeconds: Math.max(30, seconds * 10),
-        });
-        if (!result.complete) {
-          progress(
-            `${name}: run ${run} timed out with ${result.records} of ${backlog}`,
-          );
-        }
-        figures.push(reportThroughput(name, run, result));
-      }
-    } finally {
-      await deleteTopic(url, topic);
-    }
-    return figures;
-  }
-
-  if (kind === "queue-consume") {
-    const topic = `${name}-backlog`;
-    await createTopic(url, topic, topicConfig);
-    try {
-      const backlogStart = performance.now();
-      const backlog = await publishBacklog(
-        url,
-        topic,
-        valueBytes,
-        settings.queueBacklog,
-        inFlight,
-      );
-      progress(
-        `${name}: backlog of ${backlog} records published in ${
-          ((performance.now() - backlogStart) / 1000).toFixed(1)
-        } s (untimed)`,
-      );
-      for (let run = 1; run <= settings.runs; run++) {
-        const result = await measureQueueConsume({
-          url,
-          topic,
-          group: `${name}-run-${run}-${Date.now()}`,
-          valueBytes,
-          backlogRecords: backlog,
-          prefetch: settings.prefetch,
-          timeoutSeconds: Math.max(60, seconds * 20),
-        });
+        const result = kind === "consume"
+          ? await measureConsume({
+            url,
+            topic,
+            valueBytes,
+            backlogRecords: backlog,
+            timeoutSeconds: Math.max(30, seconds * 10),
+          })
+          : await measureQueueConsume({
+            url,
+            topic,
+            group: `${name}-run-${run}-${Date.now()}`,
+            valueBytes,
+            backlogRecords: backlog,
+            prefetch: settings.prefetch,
+            timeoutSeconds: Math.max(60, seconds * 20),
+          });
         if (!result.complete) {
           progress(
             `${name}: run ${run} timed out with ${result.records} of ${backlog}`,
