@@ -83,7 +83,7 @@ interface Group {
 }
 
 /** Expiries are checked at most this often, so `qfreed` comes in batches. */
-const TIMER_SPACING_MS = 250;
+const TIMER_SPACING_MS = 25;
 const TIMER_MS_MAX = 2_000_000_000;
 /** Letters per `qdead` message. */
 const LETTERS_PER_MESSAGE = 500;

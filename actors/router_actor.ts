@@ -444,6 +444,14 @@ export class RouterActor implements Broker {
     partitions?: number[],
   ): Promise<GroupSeekResult> {
     this.#checkOpen();
+    const mode = this.groupSettings(group)?.mode ?? "stream";
+    if (mode !== "stream") {
+      throw new DakgharError(
+        "bad_request",
+        `Cannot seek ${group}: it is a ${mode} group, which settles records one by one rather than keeping offsets`,
+        { group, mode },
+      );
+    }
     const topic = this.#topic(topicName);
     const chosen = partitions ?? topic.partitions.map((_, p) => p);
     for (const p of chosen) this.#checkPartition(topic, p);

@@ -8,6 +8,8 @@
  * timestamps are plain numbers below 2^53; timestamps are ms since epoch.
  */
 
+import type { ErrorCode } from "./errors.ts";
+
 /** How a partition makes appends durable before acknowledging them. */
 export type FlushPolicy =
   /** fsync before every ack; concurrent appends share one fsync (group commit). */
@@ -404,6 +406,12 @@ export interface QueueMemberHandle {
    * allows.
    */
   deliver(delivery: QueueDelivery): void;
+  /**
+   * The broker removed the member: its group (`unknown_group`) or its topic
+   * (`unknown_topic`) was deleted. No more deliveries come; the member
+   * should stop settling and tell its client.
+   */
+  removed?(reason: { code: ErrorCode; message: string }): void;
 }
 
 /** Options for {@linkcode Broker.joinQueueGroup}. */

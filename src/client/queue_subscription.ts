@@ -467,14 +467,16 @@ export class QueueSubscription implements AsyncIterableIterator<QueueMessage> {
         break;
       case "error": {
         const { op: _op, ...body } = frame;
-        this.#emit({
-          type: "error",
-          error: new DakgharClientError(
-            String(frame.code) as DakgharClientError["code"],
-            String(frame.message),
-            { context: body },
-          ),
-        });
+        const error = new DakgharClientError(
+          String(frame.code) as DakgharClientError["code"],
+          String(frame.message),
+          { context: body },
+        );
+        this.#emit({ type: "error", error });
+        // The broker ended the membership (group or topic deleted).
+        if (error.code === "unknown_group" || error.code === "unknown_topic") {
+          this.#fail(error);
+        }
         break;
       }
     }

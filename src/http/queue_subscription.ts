@@ -9,7 +9,7 @@
  * attempt, or with `format: "batch"` the raw batch bytes plus the attempts
  * above 1 (always msgpack). A socket whose outgoing buffer is above the
  * session's bound holds them back in `#held` until it drains; that queue
- * stays within about twice the prefetch, since the broker delivers beyond
+ * stays within about twice the prefetch (records and bytes), since the broker delivers beyond
  * the prefetch only what it took back after an ack timeout: past that
  * bound, the oldest held deliveries are dropped unsent (their records are
  * in flight nowhere but here, and the ack timeout hands them out again).
@@ -59,6 +59,8 @@ export interface QueueSession {
   ): void;
   /** True while the socket buffer is above the session's bound. */
   isCongested(): boolean;
+  /** Drops the subscription `sub` from the session. */
+  forget(sub: string): void;
   /** Resolves once the socket buffer is below the bound, or on close. */
   drained(): Promise<void>;
 }
@@ -81,6 +83,7 @@ export class QueueSubscription {
   /** Deliveries not sent yet: before `subscribed`, or while congested. */
   #held: QueueDelivery[] = [];
   #heldRecords = 0;
+  #heldBytes = 0;
   #announced = false;
   #flushing = false;
 
@@ -92,6 +95,7 @@ export class QueueSubscription {
     this.handle = {
       id: settings.memberId,
       deliver: (delivery) => this.deliver(delivery),
+      removed: (reason) => this.#removed(reason),
     };
   }
 
@@ -125,11 +129,33 @@ export class QueueSubscription {
     this.stopped = true;
     this.#held = [];
     this.#heldRecords = 0;
+    this.#heldBytes = 0;
     this.session.broker.leaveQueueGroup(
       this.settings.group,
       this.settings.memberId,
       this.handle,
     );
+  }
+
+  /**
+   * The broker dropped the member (group or topic deleted): the
+   * subscription ends with an `error` frame naming it; later frames for it
+   * get `not_found`.
+   */
+  #removed(reason: { code: string; message: string }): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.#held = [];
+    this.#heldRecords = 0;
+    this.#heldBytes = 0;
+    this.session.forget(this.sub);
+    this.session.send({
+      op: "error",
+      sub: this.sub,
+      code: reason.code,
+      message: reason.message,
+      group: this.settings.group,
+    });
   }
 
   /** Sends a delivery, or holds it until `subscribed` went out and the socket drained. */
@@ -147,10 +173,15 @@ export class QueueSubscription {
   #hold(delivery: QueueDelivery): void {
     this.#held.push(delivery);
     this.#heldRecords += delivery.records;
-    const bound = 2 * this.settings.prefetch.records;
-    while (this.#heldRecords > bound && this.#held.length > 1) {
+    this.#heldBytes += delivery.bytes.length;
+    const { records, bytes } = this.settings.prefetch;
+    while (
+      (this.#heldRecords > 2 * records || this.#heldBytes > 2 * bytes) &&
+      this.#held.length > 1
+    ) {
       const dropped = this.#held.shift()!;
       this.#heldRecords -= dropped.records;
+      this.#heldBytes -= dropped.bytes.length;
       this.session.log.debug("held delivery dropped", {
         sub: this.sub,
         partition: dropped.partition,
@@ -170,6 +201,7 @@ export class QueueSubscription {
         if (this.stopped || this.session.closed) break;
         const delivery = this.#held.shift()!;
         this.#heldRecords -= delivery.records;
+        this.#heldBytes -= delivery.bytes.length;
         this.#send(delivery);
       }
     })().finally(() => this.#flushing = false);

@@ -600,6 +600,11 @@ class Session {
     });
   }
 
+  /** Drops a subscription the broker ended; later frames for it get `not_found`. */
+  forget(sub: string): void {
+    this.subscriptions.delete(sub);
+  }
+
   /** True while the socket has more queued than the bound allows. */
   isCongested(): boolean {
     const raw = this.ws?.raw as { bufferedAmount?: number } | undefined;

@@ -34,7 +34,7 @@ import type {
   SettleResult,
 } from "../broker.ts";
 import type { PartitionMessage, QueueSettleItem } from "../envelope.ts";
-import { DakgharError } from "../errors.ts";
+import { DakgharError, type ErrorCode } from "../errors.ts";
 import type { Logger } from "../logger.ts";
 import type { PartitionClient } from "./partition_client.ts";
 
@@ -360,9 +360,20 @@ export class QueueDispatcher {
    * The topic's partitions were replaced (deleted, maybe created again):
    * forget everything tied to the old ones.
    */
-  reset(): void {
+  reset(reason?: { code: ErrorCode; message: string }): void {
     for (const state of this.#states) clearTimeout(state.retry);
     this.#states = [];
+    if (reason !== undefined) {
+      // The members' deliveries went with the partitions: drop them, and
+      // tell them, as a stream member hears its partitions are gone.
+      for (const member of [...this.#members.values()]) {
+        member.removed = true;
+        this.#members.delete(member.id);
+        this.#byNumber.delete(member.number);
+        member.handle.removed?.(reason);
+      }
+      this.#order = [];
+    }
     // Fetches still running keep their reservations until they fail.
     for (const member of this.#members.values()) {
       for (const records of member.recordsOn) member.records -= records ?? 0;
@@ -373,11 +384,17 @@ export class QueueDispatcher {
     this.#wake();
   }
 
-  /** Drops every member and stops; waiting receivers answer empty. */
-  close(): void {
+  /**
+   * Drops every member and stops; waiting receivers answer empty. Members
+   * hear `removed` with `reason` when one is given.
+   */
+  close(reason?: { code: ErrorCode; message: string }): void {
     this.#closed = true;
     for (const state of this.#states) clearTimeout(state.retry);
-    for (const member of this.#members.values()) member.removed = true;
+    for (const member of this.#members.values()) {
+      member.removed = true;
+      if (reason !== undefined) member.handle.removed?.(reason);
+    }
     this.#members.clear();
     this.#byNumber.clear();
     this.#order = [];

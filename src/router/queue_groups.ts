@@ -96,6 +96,8 @@ export class QueueGroups {
   readonly #dispatchers = new Map<string, QueueDispatcher>();
   readonly #deadLetters: DeadLetterSink;
   readonly #creating = new Map<string, Promise<unknown>>();
+  /** Tail of each group's chain of redrives. */
+  readonly #redrives = new Map<string, Promise<unknown>>();
 
   constructor(host: QueueGroupsHost) {
     this.#host = host;
@@ -181,7 +183,10 @@ export class QueueGroups {
     const dispatcher = this.#dispatchers.get(name);
     if (dispatcher !== undefined) {
       this.#dispatchers.delete(name);
-      dispatcher.close();
+      dispatcher.close({
+        code: "unknown_group",
+        message: `Group ${name} was deleted`,
+      });
       let clients: PartitionClient[] = [];
       try {
         clients = this.#host.partitions(dispatcher.topic);
@@ -286,10 +291,26 @@ export class QueueGroups {
     });
   }
 
-  /** As {@linkcode QueueBroker.redrive}. */
-  async redrive(
+  /**
+   * As {@linkcode QueueBroker.redrive}. Redrives of one group run one at a
+   * time, so two at once cannot both republish what lies past the cursor.
+   */
+  redrive(group: string, options: RedriveOptions = {}): Promise<RedriveResult> {
+    const previous = this.#redrives.get(group) ?? Promise.resolve();
+    const next = previous.catch(() => {}).then(() =>
+      this.#redriveNow(group, options)
+    );
+    const tail = next.catch(() => {});
+    this.#redrives.set(group, tail);
+    tail.then(() => {
+      if (this.#redrives.get(group) === tail) this.#redrives.delete(group);
+    });
+    return next;
+  }
+
+  async #redriveNow(
     group: string,
-    options: RedriveOptions = {},
+    options: RedriveOptions,
   ): Promise<RedriveResult> {
     this.#dispatcher(group);
     const host = this.#host;
@@ -369,7 +390,12 @@ export class QueueGroups {
   /** A topic was deleted: its queue groups' cursors went with it. */
   topicDeleted(topic: string): void {
     for (const dispatcher of this.#dispatchers.values()) {
-      if (dispatcher.topic === topic) dispatcher.reset();
+      if (dispatcher.topic === topic) {
+        dispatcher.reset({
+          code: "unknown_topic",
+          message: `Topic ${topic} was deleted`,
+        });
+      }
     }
   }
 

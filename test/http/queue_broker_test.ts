@@ -262,4 +262,155 @@ test("WebSocket filtered subscription on the real broker sends only matching rec
   }
 });
 
+
+/** Subscribes a queue member of `group` on `orders`; resolves with its `sub`. */
+async function queueMember(
+  context: Context,
+  group: string,
+): Promise<{ socket: TestSocket; sub: unknown }> {
+  const socket = await connect(`ws://127.0.0.1:${context.running.port}/ws`);
+  context.sockets.push(socket);
+  socket.send({
+    op: "subscribe",
+    id: 1,
+    topic: "orders",
+    group,
+    mode: "queue",
+  });
+  const { frame } = await socket.nextOp("subscribed");
+  return { socket, sub: frame.sub };
+}
+
+test("deleting a queue group ends its WebSocket members; their settlements are refused", async () => {
+  const context = await start();
+  try {
+    await context.call("POST", "/topics/orders/records", {
+      value: "a",
+      partition: 0,
+    });
+    const { socket, sub } = await queueMember(context, "doomed");
+    const { frame: delivered } = await socket.nextOp("deliveries");
+    assert.is(delivered.partition, 0);
+
+    const deleted = await context.call("DELETE", "/groups/doomed");
+    assert.is(deleted.status, 204);
+    const { frame: ended } = await socket.nextOp("error");
+    assert.equal([ended.sub, ended.code], [sub, "unknown_group"]);
+
+    // The same name made again: the old member's ack touches nothing.
+    await context.call("PUT", "/groups/doomed", {
+      topic: "orders",
+      mode: "queue",
+    });
+    socket.send({ op: "settle", id: 2, sub, acks: [[0, 0, 1, 1]] });
+    const { frame: refused } = await socket.nextOp("error");
+    assert.equal([refused.id, refused.code], [2, "not_found"]);
+    const received = await context.call("POST", "/groups/doomed/receive", {
+      maxWaitMs: 5000,
+    });
+    assert.equal(
+      received.body.records.map((r: { value: string }) => r.value),
+      ["a"],
+    );
+  } finally {
+    await stop(context);
+  }
+});
+
+test("deleting the topic ends a queue group's members; a member of the topic made again gets its records", async () => {
+  const context = await start();
+  try {
+    await context.call("PUT", "/groups/work", {
+      topic: "orders",
+      mode: "queue",
+    });
+    await context.call("POST", "/topics/orders/records", {
+      value: "old",
+      partition: 0,
+    });
+    const { socket, sub } = await queueMember(context, "work");
+    await socket.nextOp("deliveries");
+
+    assert.is((await context.call("DELETE", "/topics/orders")).status, 204);
+    const { frame: ended } = await socket.nextOp("error");
+    assert.equal([ended.sub, ended.code], [sub, "unknown_topic"]);
+
+    await context.call("POST", "/topics", { name: "orders", partitions: 2 });
+    await context.call("POST", "/topics/orders/records", {
+      value: "new",
+      partition: 1,
+    });
+    const fresh = await queueMember(context, "work");
+    const { frame } = await fresh.socket.nextOp("deliveries");
+    assert.equal(
+      (frame.records as { value: string }[]).map((r) => r.value),
+      ["new"],
+    );
+  } finally {
+    await stop(context);
+  }
+});
+
+test("redrives of one group at once republish each dead letter once", async () => {
+  const context = await start();
+  try {
+    await context.call("PUT", "/groups/jobs", {
+      topic: "orders",
+      mode: "queue",
+    });
+    await context.call("POST", "/topics/orders/records", {
+      records: [0, 1, 2].map((i) => ({ value: `j${i}`, partition: 0 })),
+    });
+    const received = await context.call("POST", "/groups/jobs/receive", {
+      maxRecords: 3,
+      maxWaitMs: 5000,
+    });
+    const receipts = received.body.records.map((r: { receipt: string }) =>
+      r.receipt
+    );
+    assert.is(receipts.length, 3);
+    await context.call("POST", "/groups/jobs/reject", { receipts });
+    // Wait for the three letters to land.
+    for (let i = 0; i < 200; i++) {
+      const dlq = await context.call(
+        "GET",
+        "/topics/orders.jobs.dlq/partitions/0/records?offset=0",
+      );
+      if (dlq.status === 200 && dlq.body.records.length === 3) break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+
+    const answers = await Promise.all([
+      context.call("POST", "/groups/jobs/dead-letters/redrive", {}),
+      context.call("POST", "/groups/jobs/dead-letters/redrive", {}),
+    ]);
+    assert.equal(
+      answers.map((answer) => answer.body.redriven).sort(),
+      [0, 3],
+    );
+    const topic = await context.call("GET", "/topics/orders");
+    assert.is(topic.body.partitions[0].logEndOffset, 6);
+  } finally {
+    await stop(context);
+  }
+});
+
+test("seeking a queue group is refused: it keeps no offsets", async () => {
+  const context = await start();
+  try {
+    await context.call("PUT", "/groups/jobs", {
+      topic: "orders",
+      mode: "queue",
+    });
+    const sought = await context.call("POST", "/groups/jobs/seek", {
+      topic: "orders",
+      to: "earliest",
+    });
+    assert.is(sought.status, 400);
+    assert.is(sought.body.error.code, "bad_request");
+  } finally {
+    await stop(context);
+  }
+});
+
 test.run();

@@ -86,6 +86,7 @@ function fakeSession() {
       return true;
     },
     sendError() {},
+    forget() {},
     isCongested: () => congested,
     drained: () =>
       congested
@@ -155,6 +156,34 @@ test("QueueSubscription.deliver() holds deliveries while congested, within twice
   subscription.stop();
   subscription.deliver(delivery(7));
   assert.is(sent.length, 6);
+});
+
+test("QueueSubscription.deliver() bounds held deliveries by bytes too", async () => {
+  const { session, sent, congest, release } = fakeSession();
+  const broker = session.broker as FakeBroker;
+  await broker.createTopic("orders");
+  await broker.createGroup("work", { topic: "orders", mode: "queue" });
+  const one = delivery(50, 10).bytes.length; // the largest of the six
+  const subscription = new QueueSubscription(session, "s1", {
+    group: "work",
+    topic: "orders",
+    mode: "queue",
+    memberId: "m",
+    format: "json",
+    encoding: "utf8",
+    // Records would allow all six; bytes allow about two deliveries' worth.
+    prefetch: { records: 1000, bytes: one },
+  });
+  await subscription.start(1);
+  congest();
+  for (let i = 0; i < 6; i++) subscription.deliver(delivery(i * 10, 10));
+  release();
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  const firsts = sent.slice(1).map((frame) =>
+    (frame.records as { offset: number }[])[0].offset
+  );
+  assert.equal(firsts, [40, 50]);
+  subscription.stop();
 });
 
 test.run();
