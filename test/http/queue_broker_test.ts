@@ -262,7 +262,6 @@ test("WebSocket filtered subscription on the real broker sends only matching rec
   }
 });
 
-
 /** Subscribes a queue member of `group` on `orders`; resolves with its `sub`. */
 async function queueMember(
   context: Context,
