@@ -115,6 +115,7 @@ export function createQueueRoutes(
   routes.post(
     "/groups/:group/receive",
     limitBody,
+    emptyBodyAsObject,
     jsonBody((body) => parseReceive(body, options.maxWaitMsMax)),
     async (c) => {
       const group = c.req.param("group");
@@ -137,6 +138,7 @@ export function createQueueRoutes(
     routes.post(
       `/groups/:group/${action}`,
       limitBody,
+      emptyBodyAsObject,
       jsonBody((body) => parseSettle(body, action)),
       async (c) => {
         const settlements = c.req.valid("json");
@@ -149,6 +151,7 @@ export function createQueueRoutes(
   routes.post(
     "/groups/:group/dead-letters/redrive",
     limitBody,
+    emptyBodyAsObject,
     jsonBody(parseRedrive),
     async (c) =>
       c.json(await broker.redrive(c.req.param("group"), c.req.valid("json"))),
@@ -273,6 +276,19 @@ function settleAnswer(result: SettleResult): SettleAnswer {
   }
   return { settled: result.settled, refused };
 }
+
+/**
+ * Makes an empty body read as `{}` even when it claims to be JSON (a
+ * `fetch` with a JSON content type and no body): Hono's JSON validator
+ * parses the cached text, so an empty text is cached as "{}" first.
+ */
+const emptyBodyAsObject: MiddlewareHandler = async (c, next) => {
+  if ((await c.req.text()).trim() === "") {
+    // Hono keeps the promise of each body form it read in bodyCache.
+    (c.req.bodyCache as Record<string, unknown>).text = Promise.resolve("{}");
+  }
+  await next();
+};
 
 /**
  * Hono's JSON validator, made to read a body sent without a JSON content

@@ -210,6 +210,16 @@ test("POST /groups/:group/receive checks its body", async () => {
     "application/x-www-form-urlencoded",
   );
   assert.is(limited.body.records.length, 1);
+  // fetch with a JSON content type and no body: the defaults.
+  const empty = await fixture.call("POST", "/groups/work/receive", "");
+  assert.is(empty.status, 200, JSON.stringify(empty.body));
+  assert.is(empty.body.records.length, 2); // the rest, up to the default 10
+  const redrive = await fixture.call(
+    "POST",
+    "/groups/work/dead-letters/redrive",
+    "",
+  );
+  assert.is(redrive.status, 200, JSON.stringify(redrive.body));
 });
 
 test("POST /groups/:group/receive on a stream group is a bad request", async () => {
