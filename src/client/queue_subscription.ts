@@ -136,6 +136,8 @@ export class QueueMessage extends ConsumedRecord {
    */
   extend(ms: number): Promise<void> {
     if (this.#settledWith !== undefined) return this.#refusedLocally();
+    const invalid = checkSettleFields({ ms });
+    if (invalid !== undefined) return invalid;
     return this.#subscription.queueSettlement(this, "extend", { delayMs: ms });
   }
 
@@ -144,6 +146,10 @@ export class QueueMessage extends ConsumedRecord {
     fields: { delayMs?: number; reason?: string },
   ): Promise<void> {
     if (this.#settledWith !== undefined) return this.#refusedLocally();
+    // Checked here, so one bad argument cannot fail the other settlements
+    // that would share its frame.
+    const invalid = checkSettleFields(fields);
+    if (invalid !== undefined) return invalid;
     this.#settledWith = action;
     return this.#subscription.queueSettlement(this, action, fields);
   }
@@ -163,6 +169,45 @@ export class QueueMessage extends ConsumedRecord {
       ),
     ));
   }
+}
+
+/** Longest nack delay the broker takes: 90 days. */
+const nackDelayMsMax = 90 * 86_400_000;
+/** Longest extension the broker takes: 12 hours. */
+const extendMsMax = 12 * 3_600_000;
+/** Longest error text the broker takes with a nack or reject. */
+const reasonLengthMax = 4096;
+
+/**
+ * A rejected promise (`invalid_argument`) when a verb's arguments are out
+ * of the broker's range, else undefined.
+ */
+export function checkSettleFields(
+  fields: { delayMs?: number; ms?: number; reason?: string },
+): Promise<never> | undefined {
+  const { delayMs, ms, reason } = fields;
+  let problem: string | undefined;
+  if (
+    delayMs !== undefined &&
+    !(Number.isInteger(delayMs) && delayMs >= 0 && delayMs <= nackDelayMsMax)
+  ) {
+    problem = `delayMs must be an integer from 0 to ${nackDelayMsMax}`;
+  } else if (
+    ms !== undefined &&
+    !(Number.isInteger(ms) && ms >= 1 && ms <= extendMsMax)
+  ) {
+    problem = `ms must be an integer from 1 to ${extendMsMax}`;
+  } else if (
+    reason !== undefined &&
+    (typeof reason !== "string" || reason.length > reasonLengthMax)
+  ) {
+    problem =
+      `reason must be a string of at most ${reasonLengthMax} characters`;
+  }
+  if (problem === undefined) return undefined;
+  return handled(
+    Promise.reject(new DakgharClientError("invalid_argument", problem)),
+  );
 }
 
 /** Codes after which joining again cannot help. */

@@ -42,6 +42,8 @@ export const prefetchBytesMax = 64 * 1024 * 1024;
 export const settlementsPerFrameMax = 100_000;
 /** Longest nack delay one settlement may ask for: 90 days. */
 export const settleDelayMsMax = 90 * 86_400_000;
+/** Longest error text one nack or reject may carry, as over HTTP. */
+export const settleReasonLengthMax = 4096;
 /** Longest extension one settlement may ask for: 12 hours. */
 export const settleExtendMsMax = 12 * 3_600_000;
 
@@ -307,8 +309,11 @@ function addSettlements(
     if (delayMs !== null && (!isWhole(delayMs) || delayMs > settleDelayMsMax)) {
       return `delayMs must be null or an integer from 0 to ${settleDelayMsMax}`;
     }
-    if (reason !== undefined && typeof reason !== "string") {
-      return "reason must be a string";
+    if (
+      reason !== undefined &&
+      (typeof reason !== "string" || reason.length > settleReasonLengthMax)
+    ) {
+      return `reason must be a string of at most ${settleReasonLengthMax} characters`;
     }
     settlements.push({
       partition,
@@ -325,8 +330,11 @@ function addSettlements(
     if (entry.length < 3 || entry.length > 4) {
       return "expected [partition, offset, attempt, reason?]";
     }
-    if (reason !== undefined && typeof reason !== "string") {
-      return "reason must be a string";
+    if (
+      reason !== undefined &&
+      (typeof reason !== "string" || reason.length > settleReasonLengthMax)
+    ) {
+      return `reason must be a string of at most ${settleReasonLengthMax} characters`;
     }
     settlements.push({
       partition,

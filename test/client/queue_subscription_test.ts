@@ -206,6 +206,32 @@ test("ack() twice on one message is refused locally as stale_receipt", async () 
   await queue.close();
 });
 
+test("extend() and nack() with arguments out of range reject alone with invalid_argument", async () => {
+  const { server, queue } = await subscribed();
+  server.deliver(0, 0, ["a", "b", "c"]);
+  const [a, b, c] = await take(queue, 3);
+  const outcomes = await Promise.allSettled([
+    a.ack(),
+    b.extend(1.5),
+    c.nack({ delayMs: Number.NaN }),
+  ]);
+  assert.equal(outcomes.map((o) => o.status), [
+    "fulfilled",
+    "rejected",
+    "rejected",
+  ]);
+  for (const outcome of outcomes.slice(1)) {
+    const error = (outcome as PromiseRejectedResult).reason;
+    assert.is((error as DakgharClientError).code, "invalid_argument");
+  }
+  // Nothing bad reached the wire; the refused ones may still be settled.
+  assert.equal(server.sent("settle").map((frame) => frame.acks), [
+    [[0, 0, 1, 1]],
+  ]);
+  await Promise.all([b.ack(), c.ack()]);
+  await queue.close();
+});
+
 test("ack() leaves at once when settleBatchMax settlements are queued", async () => {
   const { server, queue } = await subscribed({ settleBatchMax: 2 });
   server.deliver(0, 0, ["a", "b", "c"]);
