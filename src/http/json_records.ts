@@ -236,7 +236,7 @@ function parseDeliverAt(value: unknown, field: string, now: number): number {
   let at: number;
   if (typeof value === "number") {
     at = parseInteger(value, field, 0);
-  } else if (typeof value === "string" && isoDatePattern.test(value)) {
+  } else if (typeof value === "string" && isCalendarDateTime(value)) {
     at = Date.parse(value);
   } else {
     throw malformed(
@@ -251,6 +251,20 @@ function parseDeliverAt(value: unknown, field: string, now: number): number {
     throw malformed(field, "at most 90 days ahead");
   }
   return at;
+}
+
+/**
+ * True for an ISO-8601 date-time with a zone whose date exists and whose
+ * time is in range: Date.parse rolls 2027-02-29 over to March 1st instead
+ * of refusing it.
+ */
+function isCalendarDateTime(text: string): boolean {
+  if (!isoDatePattern.test(text)) return false;
+  const [year, month, day, hour, minute, second] = text.split(/[-T:.Z+]/, 6)
+    .map(Number);
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  return month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth &&
+    hour <= 23 && minute <= 59 && (Number.isNaN(second) || second <= 59);
 }
 
 /**

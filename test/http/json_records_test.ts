@@ -264,6 +264,9 @@ test("parseProducerBody() refuses bad tags, delays and due times by field", () =
   malformed({ value: 1, delayMs: 91 * 86_400_000 }, "delayMs");
   malformed({ value: 1, deliverAt: "tomorrow" }, "deliverAt");
   malformed({ value: 1, deliverAt: "2026-01-01T00:00:00" }, "deliverAt");
+  malformed({ value: 1, deliverAt: "2027-02-29T09:00:00Z" }, "deliverAt");
+  malformed({ value: 1, deliverAt: "2026-04-31T09:00:00Z" }, "deliverAt");
+  malformed({ value: 1, deliverAt: "2026-12-05T24:00:00Z" }, "deliverAt");
   malformed({ value: 1, deliverAt: "2026-13-45T00:00:00Z" }, "deliverAt");
   malformed({ value: 1, deliverAt: 91 * 86_400_000 }, "deliverAt");
   malformed({ value: 1, deliverAt: true }, "deliverAt");
