@@ -33,6 +33,7 @@ import { FreedTally } from "./freed_tally.ts";
 import { keyAt, KeyParking } from "./key_parking.ts";
 import { NumberHeap } from "./number_heap.ts";
 import { RecordRing, RecordState } from "./record_ring.ts";
+import { capUtf8, DEAD_LETTER_ERROR_MAX_BYTES } from "./dead_letter_batch.ts";
 import type {
   DeadReason,
   FailureState,
@@ -764,7 +765,10 @@ export class QueueCursor {
       failure = { firstFailedAt: now, error: null, dead: "" };
       this.#failures.set(offset, failure);
     }
-    if (error !== null) failure.error = error;
+    // Capped here too, so state files and memory stay bounded.
+    if (error !== null) {
+      failure.error = capUtf8(error, DEAD_LETTER_ERROR_MAX_BYTES);
+    }
     return failure;
   }
 

@@ -35,6 +35,7 @@ import type {
 } from "../broker.ts";
 import { DakgharError } from "../errors.ts";
 import type { Logger } from "../logger.ts";
+import { DEAD_LETTER_PROVENANCE_MAX_BYTES } from "../queue/dead_letter_batch.ts";
 import { validateFilter } from "../queue/filter.ts";
 import { DeadLetterSink } from "./dead_letters.ts";
 import type { GroupCoordinator, LogRange } from "./group_coordinator.ts";
@@ -52,8 +53,6 @@ import { validateTopicName } from "./topic_store.ts";
 
 /** Bytes per read when redriving dead letters. */
 const REDRIVE_READ_BYTES = 1024 * 1024;
-/** Room a dead letter needs beyond its record for the provenance headers. */
-const DEAD_LETTER_HEADROOM_BYTES = 4096;
 const MESSAGE_BYTES_MAX = 64 * 1024 * 1024;
 
 /** What the queue half asks of the router. */
@@ -463,7 +462,7 @@ export class QueueGroups {
           MESSAGE_BYTES_MAX,
           Math.max(
             this.#host.topicDefaults.maxMessageBytes,
-            sourceConfig.maxMessageBytes + DEAD_LETTER_HEADROOM_BYTES,
+            sourceConfig.maxMessageBytes + DEAD_LETTER_PROVENANCE_MAX_BYTES,
           ),
         ),
         flush: "sync",
