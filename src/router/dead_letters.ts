@@ -8,8 +8,10 @@
  * the same number (modulo its partition count, for a topic made by hand
  * with fewer), and once the append is durable answers `qdeadDone` with the
  * letters' `seq`: only then do the records count as settled. A failure is
- * logged and the whole step retried with a doubling pause; meanwhile the
- * letters stay pending in the cursor. Once the source actor restarts, the
+ * logged at error and the whole step retried with a doubling pause, for as
+ * long as it takes (a letter is never dropped); meanwhile the letters stay
+ * pending in the cursor. Each attempt appends a copy of the letters, since
+ * a worker may take (transfer) the bytes it is given. Once the source actor restarts, the
  * attempt is dropped: the new actor sends its pending letters again under
  * a new `seq`, so a letter may be appended twice, never lost.
  */
@@ -78,7 +80,11 @@ export class DeadLetterSink {
     if (topic === undefined) return; // deleted with its cursors
     try {
       await this.#options.ensureTopic(topic, client.topic);
-      await this.#options.append(topic, client.partition, notice.bytes);
+      await this.#options.append(
+        topic,
+        client.partition,
+        notice.bytes.slice(),
+      );
       if (client.epoch !== epoch) return;
       const reply = await client.request({ type: "qdeadDone", group, seq });
       this.#log.info("dead letters appended", {
@@ -95,7 +101,7 @@ export class DeadLetterSink {
         RETRY_MAX_MS,
         (this.#options.retryMinMs ?? RETRY_MIN_MS) * 2 ** failures,
       );
-      this.#log.warn("dead letters not appended; retrying", {
+      this.#log.error("dead letters not appended; retrying", {
         group,
         topic: client.topic,
         partition: client.partition,

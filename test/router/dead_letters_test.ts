@@ -2,7 +2,7 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import type { PartitionMessage } from "../../src/envelope.ts";
 import { DakgharError } from "../../src/errors.ts";
-import { silentLogger } from "../../src/logger.ts";
+import { createLogger, silentLogger } from "../../src/logger.ts";
 import { DeadLetterSink } from "../../src/router/dead_letters.ts";
 import type { PartitionClient } from "../../src/router/partition_client.ts";
 
@@ -104,6 +104,49 @@ test("accept() retries a failed append, and gives up once the actor restarted", 
   await pause(30);
   assert.ok(appends <= seen + 1, "stopped retrying");
   assert.is(sent.length, 1);
+  sink.close();
+});
+
+test("accept() retries with the letters intact after an append took (transferred) them, logging at error", async () => {
+  const seen: number[][] = [];
+  const logged: { level: string; message: string; error: unknown }[] = [];
+  const bytes = new Uint8Array(200 * 1024).fill(7);
+  const sink = new DeadLetterSink({
+    deadLetterTopic: () => "dlq",
+    ensureTopic: () => Promise.resolve(),
+    append: (_topic, _partition, given) => {
+      seen.push([given.length, given[0], given[given.length - 1]]);
+      // As posting to a worker with a transfer list does.
+      structuredClone(given.buffer, { transfer: [given.buffer] });
+      if (seen.length === 1) {
+        return Promise.reject(
+          new DakgharError("record_too_large", "too large"),
+        );
+      }
+      return Promise.resolve();
+    },
+    settled: () => {},
+    retryMinMs: 1,
+    log: createLogger((level, _scope, message, fields) =>
+      logged.push({ level, message, error: fields.error })
+    ),
+  });
+  const { client, sent } = fakeClient(0);
+  sink.accept(
+    client as unknown as PartitionClient,
+    { ...notice, bytes },
+    1,
+  );
+  await eventually(() => sent.length === 1, "appended on retry");
+  assert.equal(seen, [[bytes.length, 7, 7], [bytes.length, 7, 7]]);
+  assert.is(bytes.length, 200 * 1024, "the notice's bytes were not taken");
+  const failure = logged.find((l) => l.message.includes("not appended"));
+  assert.ok(failure);
+  assert.is(failure.level, "error");
+  assert.ok(
+    failure.error instanceof DakgharError &&
+      failure.error.code === "record_too_large",
+  );
   sink.close();
 });
 
