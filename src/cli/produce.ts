@@ -143,14 +143,20 @@ export async function runProduce(args: string[]): Promise<number> {
   return 0;
 }
 
-/** `--deliver-at` as ms since epoch: digits, or an ISO 8601 time. */
+/**
+ * `--deliver-at` as ms since epoch: digits, or an ISO 8601 time with a zone
+ * (`Z` or `±hh:mm`), as the broker requires; a time without one would be
+ * read in this machine's zone, not the broker's.
+ */
 function parseDeliverAt(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   if (/^\d+$/.test(text)) return Number(text);
-  const time = /^\d{4}-\d{2}-\d{2}/.test(text) ? Date.parse(text) : NaN;
+  const time = /^\d{4}-\d{2}-\d{2}T.*(Z|[+-]\d{2}:\d{2})$/.test(text)
+    ? Date.parse(text)
+    : NaN;
   if (Number.isNaN(time)) {
     throw new UsageError(
-      `Cannot parse --deliver-at: ${text} (ms since epoch or an ISO time)`,
+      `Cannot parse --deliver-at: ${text} (ms since epoch or an ISO time with a zone, e.g. 2026-12-05T09:00:00Z)`,
     );
   }
   return time;

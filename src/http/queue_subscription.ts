@@ -480,6 +480,15 @@ export function parseQueueSubscribe(
   if (frame.partitions !== undefined) {
     throw new BadFrame("partitions: a group assigns partitions itself", id);
   }
+  // A frame without a mode may be a stream client's that found a queue
+  // group (it learns so from `subscribed`); one that asked for a queue
+  // member and sends credit has misread the protocol.
+  if (frame.credit !== undefined && frame.mode !== undefined) {
+    throw new BadFrame(
+      "credit: a queue member's deliveries are bounded by prefetch, not credit",
+      id,
+    );
+  }
   const from = frame.from;
   if (from !== undefined && from !== "earliest" && from !== "latest") {
     throw new BadFrame('from: expected "earliest" or "latest" for a group', id);

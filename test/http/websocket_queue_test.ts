@@ -361,6 +361,10 @@ test("subscribe refuses a mode, topic or filter that contradicts the group", asy
       (await answer({ group: "fresh", mode: "lifo", topic: "orders" })).code,
       "bad_frame",
     );
+    assert.is(
+      (await answer({ group: "work", mode: "queue", credit: 10 })).code,
+      "bad_frame",
+    );
     // The same filter, in another order, is the group's.
     const same = await answer({ group: "work", filter: { tags: ["eu"] } });
     assert.is(same.op, "subscribed");
