@@ -9,6 +9,13 @@
  * requests arriving during a write share the next one. Deliveries and
  * expiries only mark the state dirty; it is written by the next write.
  *
+ * A `qsettle` that made dead letters (a reject, or a nack at the delivery
+ * limit) is answered once those letters are appended as well (their
+ * `qdeadDone` and its write), so a reader of the dead-letter topic right
+ * after finds them; after SETTLE_WAITS_MS it is answered anyway, so a
+ * broken dead-letter topic cannot hang the caller (the letters stay
+ * pending and the router keeps retrying them).
+ *
  * Before a group's `qconfig` arrives (after a restart), its state file's
  * floor still holds back retention.
  */
@@ -47,6 +54,8 @@ export interface QueuesHost {
   send(message: PartitionMessage): void;
   /** A state write failed: the actor stops and the router restarts it. */
   fatal(error: unknown): void;
+  /** Longest a `qsettle` answer waits for its dead letters (default 10 s). */
+  settleWaitsMs?: number;
 }
 
 type QueueRequest = Extract<
@@ -67,6 +76,16 @@ interface Waiter {
   reject: (error: unknown) => void;
 }
 
+/** A `qsettled` held until its dead letters are appended. */
+interface HeldAnswer {
+  reply: PartitionMessage;
+  /** Dead-letter sequences not yet done. */
+  letters: Set<number>;
+  /** The settlement's state write finished. */
+  written: boolean;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
 interface Group {
   name: string;
   path: string;
@@ -80,6 +99,8 @@ interface Group {
   waiters: Waiter[];
   /** Dead-letter sequence → the offsets it carries. */
   dead: Map<number, number[]>;
+  /** Settle answers waiting for dead letters. */
+  held: Set<HeldAnswer>;
 }
 
 /** Expiries are checked at most this often, so `qfreed` comes in batches. */
@@ -87,6 +108,8 @@ const TIMER_SPACING_MS = 25;
 const TIMER_MS_MAX = 2_000_000_000;
 /** Letters per `qdead` message. */
 const LETTERS_PER_MESSAGE = 500;
+/** Longest a `qsettle` answer waits for the dead letters it made. */
+const SETTLE_WAITS_MS = 10_000;
 
 /** The queue cursors of one partition. */
 export class PartitionQueues {
@@ -177,6 +200,12 @@ export class PartitionQueues {
           refused: [],
           freed: [],
         });
+        const seq = message.seq;
+        group.waiters.push({
+          resolve: () => this.#lettersDone(group, seq),
+          // The actor stops (fatal); held answers go with it.
+          reject: () => {},
+        });
       }
     }
   }
@@ -216,6 +245,7 @@ export class PartitionQueues {
       }
     }
     await Promise.all(writes);
+    for (const group of this.#groups.values()) this.#releaseAll(group);
   }
 
   // -------------------------------------------------------------------------
@@ -246,6 +276,7 @@ export class PartitionQueues {
         existing.dropped = true;
         // Settlements waiting for a write of a dropped cursor are answered now.
         for (const waiter of existing.waiters.splice(0)) waiter.resolve();
+        this.#releaseAll(existing);
       }
       this.#groups.delete(name);
       this.#dormant.delete(name);
@@ -316,6 +347,7 @@ export class PartitionQueues {
       dropped: false,
       waiters: [],
       dead: new Map(),
+      held: new Set(),
     };
     this.#groups.set(name, group);
     this.#dormant.delete(name);
@@ -360,7 +392,8 @@ export class PartitionQueues {
   ): void {
     const now = Date.now();
     const outcome = group.cursor.settle(acks, items, now);
-    // Prefetch comes back now; only the answer waits for the state write.
+    // Prefetch comes back now; only the answer waits for the state write
+    // (and for the dead letters this made).
     if (outcome.freed.length > 0) {
       this.#host.send({
         type: "qfreed",
@@ -368,13 +401,58 @@ export class PartitionQueues {
         freed: outcome.freed,
       });
     }
+    const letters = this.#sendDeadLetters(group);
     this.#afterChange(group, now);
-    this.#answerAfterWrite(group, id, {
+    const reply: PartitionMessage = {
       type: "qsettled",
       id,
       ...outcome,
       freed: [],
+    };
+    if (letters.length === 0) return this.#answerAfterWrite(group, id, reply);
+    const held: HeldAnswer = {
+      reply,
+      letters: new Set(letters),
+      written: false,
+      timer: undefined,
+    };
+    held.timer = setTimeout(() => {
+      held.timer = undefined;
+      held.letters.clear();
+      if (held.written) this.#release(group, held);
+    }, this.#host.settleWaitsMs ?? SETTLE_WAITS_MS);
+    group.held.add(held);
+    group.waiters.push({
+      resolve: () => {
+        held.written = true;
+        if (held.letters.size === 0) this.#release(group, held);
+      },
+      reject: (error) => {
+        clearTimeout(held.timer);
+        group.held.delete(held);
+        this.#host.send({ type: "error", id, ...errorData(error) });
+      },
     });
+    this.#maybeWrite(group);
+  }
+
+  /** The letters of `seq` are appended and settled: answers waiting on them go. */
+  #lettersDone(group: Group, seq: number): void {
+    for (const held of group.held) {
+      if (!held.letters.delete(seq)) continue;
+      if (held.letters.size === 0 && held.written) this.#release(group, held);
+    }
+  }
+
+  #release(group: Group, held: HeldAnswer): void {
+    if (!group.held.delete(held)) return;
+    clearTimeout(held.timer);
+    this.#host.send(held.reply);
+  }
+
+  /** Sends every held answer now (the group is dropped or the actor closes). */
+  #releaseAll(group: Group): void {
+    for (const held of [...group.held]) this.#release(group, held);
   }
 
   /** After any change: dead letters out, `qready` if due, state dirty, timer armed. */
@@ -395,8 +473,11 @@ export class PartitionQueues {
     }
   }
 
-  #sendDeadLetters(group: Group): void {
+  /** Sends the cursor's new dead letters; returns their `seq`s. */
+  #sendDeadLetters(group: Group): number[] {
     const notes = group.cursor.takeDeadLetters();
+    const sent: number[] = [];
+    if (notes.length === 0) return sent;
     const log = this.#host.partitionLog();
     for (let i = 0; i < notes.length; i += LETTERS_PER_MESSAGE) {
       const slice = notes.slice(i, i + LETTERS_PER_MESSAGE);
@@ -423,7 +504,9 @@ export class PartitionQueues {
         bytes: letters.bytes,
         records: letters.records,
       });
+      sent.push(seq);
     }
+    return sent;
   }
 
   // -------------------------------------------------------------------------

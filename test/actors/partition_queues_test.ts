@@ -150,12 +150,14 @@ test("qsettle reject sends qdead with provenance headers; qdeadDone settles", as
       maxRecords: 1,
       maxBytes: 1,
     });
-    await client.request({
+    // The answer waits for the letter's qdeadDone.
+    let answered = false;
+    const settling = client.request({
       type: "qsettle",
       group: "g",
       acks: [],
       items: [{ offset: 0, attempt: 1, action: "reject", reason: "bad input" }],
-    });
+    }).finally(() => answered = true);
     await eventually(() => notices.some((n) => n.type === "qdead"));
     const dead = notices.find((n) => n.type === "qdead")!;
     assert.ok(dead.type === "qdead");
@@ -173,12 +175,15 @@ test("qsettle reject sends qdead with provenance headers; qdeadDone settles", as
     assert.is(headers[DEAD_LETTER_HEADERS.reason], "rejected");
     assert.is(headers[DEAD_LETTER_HEADERS.error], "bad input");
     assert.ok(Number(headers[DEAD_LETTER_HEADERS.firstFailedAt]) > 0);
+    assert.not.ok(answered, "answered before its letter was appended");
     const done = await client.request({
       type: "qdeadDone",
       group: "g",
       seq: dead.seq,
     });
     assert.is(done.settled, 1);
+    assert.is((await settling).settled, 1);
+    assert.ok(answered);
     const described = await client.request({ type: "qdescribe", group: "g" });
     assert.is(described.stats.ackFloor, 1);
     assert.is(described.stats.deadLettered, 1);
