@@ -137,7 +137,12 @@ export interface SeekPosition {
 
 const groupNamePattern = /^[A-Za-z0-9._-]{1,200}$/;
 
-function validateGroupName(name: string): void {
+/**
+ * Checks a group name: 1–200 of A–Z a–z 0–9 . _ -, not "." or "..".
+ *
+ * @throws DakgharError bad_request naming the group
+ */
+export function validateGroupName(name: string): void {
   if (!groupNamePattern.test(name) || name === "." || name === "..") {
     throw new DakgharError(
       "bad_request",

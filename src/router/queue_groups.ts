@@ -38,7 +38,11 @@ import type { Logger } from "../logger.ts";
 import { DEAD_LETTER_PROVENANCE_MAX_BYTES } from "../queue/dead_letter_batch.ts";
 import { validateFilter } from "../queue/filter.ts";
 import { DeadLetterSink } from "./dead_letters.ts";
-import type { GroupCoordinator, LogRange } from "./group_coordinator.ts";
+import {
+  type GroupCoordinator,
+  type LogRange,
+  validateGroupName,
+} from "./group_coordinator.ts";
 import {
   cursorConfig,
   deadLetterRetentionMs,
@@ -129,16 +133,26 @@ export class QueueGroups {
     name: string,
     request: GroupCreateRequest,
   ): Promise<GroupSettings> {
+    // First, so a bad name is reported as such, not as a setting made of it.
+    validateGroupName(name);
     const groups = this.#host.groups;
     const info = groups.groupInfo(name);
-    const settings = resolveGroupSettings(name, request, info?.settings?.queue);
+    const stored = info?.settings;
+    const settings = resolveGroupSettings(
+      name,
+      stored === undefined ? request : keepStored(request, stored),
+      stored?.queue,
+    );
     const partitions = this.#host.partitions(settings.topic);
     if (settings.queue !== undefined) {
       checkDeadLetterTopic(settings.queue.deadLetterTopic);
     }
     if (info !== undefined) {
       const differs = info.mode !== settings.mode ||
-        (info.settings !== undefined && !sameIdentity(info.settings, settings));
+        (stored !== undefined && !sameIdentity(stored, settings)) ||
+        // A group made by a member's join is bound to the topics it reads.
+        (stored === undefined &&
+          info.topics.some((topic) => topic !== settings.topic));
       if (differs) {
         throw new DakgharError(
           "group_exists",
@@ -477,6 +491,21 @@ export class QueueGroups {
       }
     }
   }
+}
+
+/**
+ * A create request for an existing group: `from` and `filter` left out
+ * mean the stored ones (an explicit filter still has to match).
+ */
+function keepStored(
+  request: GroupCreateRequest,
+  stored: GroupSettings,
+): GroupCreateRequest {
+  if (typeof request !== "object" || request === null) return request;
+  const kept = { ...request };
+  if (kept.from == null && stored.from != null) kept.from = stored.from;
+  if (kept.filter === undefined) kept.filter = stored.filter;
+  return kept;
 }
 
 function checkDeadLetterTopic(name: string): void {
