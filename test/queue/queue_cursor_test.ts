@@ -277,6 +277,26 @@ test("settle reject dead-letters at once with its reason", () => {
   assert.is(cursor.floor, 1);
 });
 
+test("settle keeps at most 1024 UTF-8 bytes of an error text, whole characters", () => {
+  const log = new MemoryLog();
+  log.appendMany(1);
+  const cursor = cursorOn(log);
+  cursor.fetch(3, 1, 1 << 20, NOW, log);
+  cursor.settle([], [{
+    offset: 0,
+    attempt: 1,
+    action: "reject",
+    reason: "é".repeat(5000),
+  }], NOW);
+  const [letter] = cursor.takeDeadLetters();
+  assert.is(letter.error, "é".repeat(512));
+  const state = decodeQueueState(encodeQueueState(cursor.snapshot()), "s");
+  assert.ok(
+    JSON.stringify(state).length < 4000,
+    "the state file keeps the cut text",
+  );
+});
+
 test("release makes a member's in-flight records deliverable at once, attempts counted", () => {
   const log = new MemoryLog();
   log.appendMany(4);
