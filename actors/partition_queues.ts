@@ -101,6 +101,8 @@ interface Group {
   dead: Map<number, number[]>;
   /** Settle answers waiting for dead letters. */
   held: Set<HeldAnswer>;
+  /** `deliveries` answers waiting for a write; later ones queue behind them. */
+  heldDeliveries: number;
 }
 
 /** Expiries are checked at most this often, so `qfreed` comes in batches. */
@@ -129,6 +131,12 @@ export class PartitionQueues {
     const dir = this.#queuesDir;
     if (!host.fs.exists(dir)) return;
     for (const entry of host.fs.list(dir)) {
+      if (entry.isFile && entry.name.endsWith(".tmp")) {
+        // Left by a state write that a crash cut short; the state file
+        // itself is whole (written by rename).
+        host.fs.remove(`${dir}/${entry.name}`);
+        continue;
+      }
       if (!entry.isFile || !entry.name.endsWith(".state")) continue;
       const group = decodeURIComponent(entry.name.slice(0, -".state".length));
       try {
@@ -348,6 +356,7 @@ export class PartitionQueues {
       waiters: [],
       dead: new Map(),
       held: new Set(),
+      heldDeliveries: 0,
     };
     this.#groups.set(name, group);
     this.#dormant.delete(name);
@@ -378,7 +387,35 @@ export class PartitionQueues {
     if (fetched.records > 0 || group.cursor.readOffset !== readOffset) {
       group.dirty = true;
     }
-    this.#host.send({ type: "deliveries", id: message.id, ...fetched });
+    const { persist, ...fields } = fetched;
+    const reply = { type: "deliveries" as const, id: message.id, ...fields };
+    if (!persist && group.heldDeliveries === 0) {
+      this.#host.send(reply);
+    } else {
+      // Answers leave in order, so one that needs no write still waits
+      // behind an earlier one that does.
+      group.heldDeliveries++;
+      // Deliveries leave once their attempts are on disk: after a crash a
+      // record comes back with its attempt counted on, so no receipt given
+      // out before the crash can be handed out again.
+      group.waiters.push({
+        resolve: () => {
+          group.heldDeliveries--;
+          // A `qready` sent while this waited (a release, a settlement)
+          // went out first: `more` must not undo it.
+          if (!group.idle) reply.more = true;
+          this.#host.send(reply);
+        },
+        reject: (error) => {
+          group.heldDeliveries--;
+          this.#host.send({
+            type: "error",
+            id: message.id,
+            ...errorData(error),
+          });
+        },
+      });
+    }
     this.#sendDeadLetters(group);
     this.#maybeWrite(group);
     this.#armTimer();
@@ -570,9 +607,11 @@ export class PartitionQueues {
     group.waiters = [];
     group.dirty = false;
     group.writing = true;
-    const bytes = encodeQueueState(group.cursor.snapshot());
+    const snapshot = group.cursor.snapshot();
+    const bytes = encodeQueueState(snapshot);
     this.#host.fs.writeFileAtomicAsync(group.path, bytes).then(() => {
       group.writing = false;
+      group.cursor.markDurable(snapshot.delivered);
       // Dropped while writing: the write put the file back.
       if (group.dropped && !this.#groups.has(group.name)) {
         this.#host.fs.remove(group.path);

@@ -60,6 +60,13 @@ export interface QueueFetch {
   redelivered: number[];
   /** Records were still deliverable afterwards. */
   more: boolean;
+  /**
+   * The deliveries must not leave before a state write that starts now has
+   * finished: they carry attempts above 1, or reach past the delivered
+   * mark already on disk. Otherwise a crash could hand out their receipts
+   * again.
+   */
+  persist: boolean;
 }
 
 /** What `settle` did: the fields of a `qsettled` message. */
@@ -82,6 +89,12 @@ export interface DeadLetterNote {
 /** A nack delay or extension is at most this long. */
 export const EXTEND_MAX_MS = 12 * 60 * 60 * 1000;
 
+/**
+ * How far past the read offset a state write marks records as delivered.
+ * Fetches below that mark on disk leave without waiting for a write; after
+ * a crash, up to this many records never delivered count one delivery.
+ */
+const DELIVERY_RESERVE = 4096;
 /** A fetch examines at most this many log bytes, so a filter skipping most records cannot stall the actor. */
 const EXAMINE_BYTES_MAX = 4 * 1024 * 1024;
 const READ_BYTES_MIN = 64 * 1024;
@@ -129,6 +142,14 @@ export class QueueCursor {
   #lostToRetention = 0;
   /** Offsets below it were delivered at least once, in this life or before. */
   #deliveredMark = 0;
+  /**
+   * The delivered mark the next state write records: ahead of the read
+   * offset by up to DELIVERY_RESERVE, so that most fetches find their
+   * records below a mark already on disk and need not wait for a write.
+   */
+  #reserved = 0;
+  /** The delivered mark of the last state write that finished. */
+  #durable = 0;
   readonly #entry = [0, 0, 0];
 
   /**
@@ -200,6 +221,17 @@ export class QueueCursor {
     this.#fetchReady(delivery, maxRecords, maxBytes, now, source);
     this.#fetchNew(delivery, maxRecords, maxBytes, now, source);
     this.#advanceFloor();
+    const persist = delivery.records > 0 &&
+      (delivery.redelivered.length > 0 || this.#readOffset > this.#durable);
+    // Renewed halfway, so the next state write (settlements cause them
+    // anyway) puts the new mark on disk before reads get there.
+    if (this.#readOffset > this.#reserved - DELIVERY_RESERVE / 2) {
+      this.#reserved = Math.max(
+        this.#reserved,
+        this.#readOffset,
+        Math.min(this.#readOffset + DELIVERY_RESERVE, source.highWatermark),
+      );
+    }
 
     let bytes: Uint8Array;
     const only = delivery.pieces[0];
@@ -221,6 +253,7 @@ export class QueueCursor {
       records: delivery.records,
       redelivered: delivery.redelivered,
       more: this.hasDeliverable(now, source.highWatermark),
+      persist,
     };
   }
 
@@ -453,10 +486,19 @@ export class QueueCursor {
   }
 
   /** What the state file keeps (see src/queue/queue_state.ts). */
+  /** A state write recording `delivered` (from {@linkcode snapshot}) finished. */
+  markDurable(delivered: number): void {
+    if (delivered > this.#durable) this.#durable = delivered;
+  }
+
   snapshot(): QueueCursorState {
     const settled: number[] = [];
     const failures: FailureState[] = [];
-    const delivered = Math.max(this.#readOffset, this.#deliveredMark);
+    const delivered = Math.max(
+      this.#readOffset,
+      this.#deliveredMark,
+      this.#reserved,
+    );
     let runStart = -1;
     for (let offset = this.#floor; offset < this.#end; offset++) {
       const slot = offset & this.#ring.mask;
@@ -472,9 +514,13 @@ export class QueueCursor {
       // The state file implies 1 delivery below `delivered` and 0 above;
       // other counts without a failure (never delivered yet, or delivered
       // again after a restart) are kept as count-only entries.
+      // Records reserved but not read yet (attempt 0 below `delivered`)
+      // come back from a crash counted as delivered once: the price of
+      // not writing before every fetch (see DELIVERY_RESERVE).
       const attempt = this.#ring.attempt[slot];
       if (
         state !== DEAD && attempt !== (offset < delivered ? 1 : 0) &&
+        !(attempt === 0 && offset >= this.#readOffset) &&
         !this.#failures.has(offset)
       ) {
         failures.push({
@@ -483,17 +529,23 @@ export class QueueCursor {
           firstFailedAt: 0,
           error: null,
           dead: "",
+          retryAt: 0,
         });
       }
     }
     if (runStart >= 0) settled.push(runStart, this.#end);
     for (const [offset, failure] of this.#failures) {
+      const slot = offset & this.#ring.mask;
       failures.push({
         offset,
-        deliveries: this.#ring.attempt[offset & this.#ring.mask],
+        deliveries: this.#ring.attempt[slot],
         firstFailedAt: failure.firstFailedAt,
         error: failure.error,
         dead: failure.dead,
+        // A nack delay outlives a restart.
+        retryAt: this.#ring.state[slot] === NACKED
+          ? this.#ring.deadline[slot]
+          : 0,
       });
     }
     return {
@@ -622,6 +674,21 @@ export class QueueCursor {
           this.#ring.bytes[slot] = size;
           const state = this.#ring.state[slot];
 
+          if (state === NACKED && this.#ring.deadline[slot] <= now) {
+            // Nacked before a restart and due by now: deliverable.
+            this.#ring.setState(slot, FREE);
+          } else if (state === NACKED) {
+            // Nacked before a restart, its delay still running: it waits
+            // (behind its key, if an earlier record holds that).
+            if (
+              !keyShared ||
+              !this.#parkKey(offset, slot, keyAt(chunk, recordStart))
+            ) {
+              this.#waiting.push(this.#ring.deadline[slot], offset);
+            }
+            flush();
+            continue;
+          }
           if (state === SETTLED || state === DEAD) {
             if (state === DEAD && keyShared) {
               this.#parkKey(offset, slot, keyAt(chunk, recordStart));
@@ -896,9 +963,16 @@ export class QueueCursor {
       if (failure.dead !== "") {
         this.#ring.setState(slot, DEAD);
         this.#pendingDead.push(failure.offset);
+      } else if (failure.retryAt > 0) {
+        // Nacked with a delay before the restart: the read scan finds it
+        // and makes it wait out the rest.
+        this.#ring.setState(slot, NACKED);
+        this.#ring.deadline[slot] = failure.retryAt;
       }
     }
     this.#deliveredMark = state.delivered;
+    this.#reserved = state.delivered;
+    this.#durable = state.delivered;
     this.#deadLettered = state.deadLettered;
     this.#lostToRetention = state.lostToRetention;
     this.#advanceFloor();

@@ -8,10 +8,12 @@
  *   floor: 1200,                 every offset below is settled
  *   delivered: 1450,             offsets below were delivered at least once
  *   settled: [1203, 1210, ...],  settled offsets above the floor, [start, end) pairs
- *   failures: [[1201, 3, 1733300000000, "timeout upstream", 0], ...],
+ *   failures: [[1201, 3, 1733300000000, "timeout upstream", 0, 1733300060000], ...],
  *                                offset, deliveries, first failed at (ms),
  *                                last error or null, dead letter pending
- *                                (0 no, 1 rejected, 2 max_deliveries);
+ *                                (0 no, 1 rejected, 2 max_deliveries),
+ *                                and (optional) when a nacked record is due
+ *                                again (ms; 0 or absent: not waiting);
  *                                first failed at 0: only the count differs
  *                                from what `delivered` implies
  *   deadLettered: 4, lostToRetention: 0 }
@@ -37,6 +39,8 @@ export interface FailureState {
   error: string | null;
   /** Set once the record is waiting for its dead letter to be appended. */
   dead: DeadReason;
+  /** When a nacked record is due for redelivery, ms since epoch; 0 when it is not waiting. */
+  retryAt: number;
 }
 
 /** What a cursor keeps across restarts. */
@@ -67,6 +71,7 @@ export function encodeQueueState(state: QueueCursorState): Uint8Array {
       failure.firstFailedAt,
       failure.error,
       deadCodes.indexOf(failure.dead),
+      failure.retryAt,
     ]),
     deadLettered: state.deadLettered,
     lostToRetention: state.lostToRetention,
@@ -106,7 +111,10 @@ export function decodeQueueState(
     delivered,
     settled,
     failures: failures.map((entry) => {
-      if (!Array.isArray(entry) || entry.length !== 5 || !isOffset(entry[0])) {
+      if (
+        !Array.isArray(entry) || entry.length < 5 || entry.length > 6 ||
+        !isOffset(entry[0])
+      ) {
         throw corrupt(path, "bad failure entry");
       }
       return {
@@ -115,6 +123,7 @@ export function decodeQueueState(
         firstFailedAt: Number(entry[2]) || 0,
         error: typeof entry[3] === "string" ? entry[3] : null,
         dead: deadCodes[Number(entry[4])] ?? "",
+        retryAt: Number(entry[5]) || 0,
       };
     }),
     deadLettered: Number(map.deadLettered) || 0,

@@ -6,7 +6,7 @@
  * class only decides who asks whom for the next deliveries. Per partition
  * it keeps whether the cursor may have deliverable records (a `qfetch`
  * answered `more: false` makes it not ready until the actor's `qready`)
- * and allows at most one `qfetch` in flight. Members are served round
+ * and allows a few `qfetch` requests in flight (FETCHES_PER_PARTITION). Members are served round
  * robin, each fetch asking for the member's share of its prefetch, so 20
  * members on 4 partitions all get work while the backlog lasts.
  *
@@ -46,6 +46,12 @@ export const defaultPrefetchBytes = 1024 * 1024;
 const PREFETCH_RECORDS_MAX = 1_000_000;
 const PREFETCH_BYTES_MAX = 1024 * 1024 * 1024;
 const RECEIVE_RECORDS_MAX = 1000;
+/**
+ * `qfetch` requests in flight per partition and group. One measured best:
+ * a fetch asks for the member's whole share, and the actor answers most
+ * fetches without waiting for a state write (see DELIVERY_RESERVE).
+ */
+const FETCHES_PER_PARTITION = 1;
 /** Pause before asking a partition again after a failed or empty fetch. */
 const RETRY_MS = 200;
 
@@ -77,7 +83,8 @@ interface Member {
 
 interface PartitionState {
   ready: boolean;
-  fetching: boolean;
+  /** `qfetch` requests in flight, at most FETCHES_PER_PARTITION. */
+  fetching: number;
   retry: ReturnType<typeof setTimeout> | undefined;
 }
 
@@ -433,7 +440,7 @@ export class QueueDispatcher {
       for (const state of this.#states) clearTimeout(state.retry);
       this.#states = clients.map(() => ({
         ready: true,
-        fetching: false,
+        fetching: 0,
         retry: undefined,
       }));
     }
@@ -443,7 +450,7 @@ export class QueueDispatcher {
   #state(partition: number): PartitionState {
     return this.#states[partition] ??= {
       ready: true,
-      fetching: false,
+      fetching: 0,
       retry: undefined,
     };
   }
@@ -458,25 +465,30 @@ export class QueueDispatcher {
       return;
     }
     const count = clients.length;
-    for (let i = 0; i < count; i++) {
-      const partition = (this.#firstPartition + i) % count;
-      const state = this.#states[partition];
-      if (!state.ready || state.fetching) continue;
-      const member = this.#nextWithRoom();
-      if (member === undefined) break;
-      const records = Math.min(
-        member.prefetchRecords - member.records,
-        Math.max(1, Math.ceil(member.prefetchRecords / count)),
-      );
-      const bytes = Math.max(
-        1,
-        Math.min(
-          member.prefetchBytes - member.bytes,
-          Math.ceil(member.prefetchBytes / count),
-        ),
-      );
-      member.records += records;
-      void this.#fetch(clients[partition], member, records, bytes);
+    // A few fetches per partition may be in flight: each waits for the
+    // cursor's state write, and fetches waiting together share one.
+    const shares = count * FETCHES_PER_PARTITION;
+    pass: for (let round = 0; round < FETCHES_PER_PARTITION; round++) {
+      for (let i = 0; i < count; i++) {
+        const partition = (this.#firstPartition + i) % count;
+        const state = this.#states[partition];
+        if (!state.ready || state.fetching > round) continue;
+        const member = this.#nextWithRoom();
+        if (member === undefined) break pass;
+        const records = Math.min(
+          member.prefetchRecords - member.records,
+          Math.max(1, Math.ceil(member.prefetchRecords / shares)),
+        );
+        const bytes = Math.max(
+          1,
+          Math.min(
+            member.prefetchBytes - member.bytes,
+            Math.ceil(member.prefetchBytes / shares),
+          ),
+        );
+        member.records += records;
+        void this.#fetch(clients[partition], member, records, bytes);
+      }
     }
     this.#firstPartition = (this.#firstPartition + 1) % count;
   }
@@ -559,7 +571,7 @@ export class QueueDispatcher {
     maxBytes: number,
   ): Promise<Deliveries | undefined> {
     const state = this.#state(client.partition);
-    state.fetching = true;
+    state.fetching++;
     let reply: Deliveries | undefined;
     try {
       reply = await client.request({
@@ -577,7 +589,7 @@ export class QueueDispatcher {
       });
     }
     if (this.#states[client.partition] !== state) return reply; // reset meanwhile
-    state.fetching = false;
+    state.fetching--;
     if (reply === undefined || (reply.records === 0 && reply.more)) {
       state.ready = false;
       this.#retryLater(client.partition, state);
@@ -610,7 +622,7 @@ export class QueueDispatcher {
     for (let i = 0; i < count && records < maxRecords; i++) {
       const partition = (first + i) % count;
       const state = this.#state(partition);
-      if (!state.ready || state.fetching) continue;
+      if (!state.ready || state.fetching > 0) continue;
       const reply = await this.#request(
         clients[partition],
         0,

@@ -164,7 +164,8 @@ test("qsettle with a nack at the delivery limit waits for its letter too", async
       maxRecords: 10,
       maxBytes: 1 << 20,
     });
-    assert.ok(answer(sent, 4) !== undefined);
+    // Deliveries go out once their attempts are written.
+    await eventually(() => answer(sent, 4) !== undefined, "second delivery");
     queues.handle({
       type: "qsettle",
       id: 5,

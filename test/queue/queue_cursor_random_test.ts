@@ -201,10 +201,18 @@ function run(mode: QueueCursorConfig["mode"], seed: number): void {
       encodeQueueState(cursor.snapshot()),
       "random.state",
     );
+    const readOffset = cursor.readOffset;
     cursor = new QueueCursor(config, matcher, state, random);
-    // Outstanding receipts die with the old cursor.
-    for (const record of model) {
+    // Outstanding receipts die with the old cursor. Records the state file
+    // reserved as delivered but never read come back counted once.
+    for (const [offset, record] of model.entries()) {
       if (record.state === "out") record.state = "waiting";
+      if (
+        record.state === "new" && offset >= readOffset &&
+        offset < state.delivered
+      ) {
+        record.attempt = Math.max(record.attempt, 1);
+      }
     }
     takeDead();
   };

@@ -489,11 +489,92 @@ test("snapshot round trip: restart redelivers in-flight records with attempts co
   ]]);
   const fetched = restarted.fetch(1, 10, 1 << 20, NOW + 5, log);
   assert.equal(offsetsOf(fetched.bytes), [1, 5, 6, 7]);
-  assert.equal(fetched.redelivered, [1, 2, 5, 2]);
+  // 6 and 7 were never read, but the state file reserved them as
+  // delivered (DELIVERY_RESERVE): they come back counted once.
+  assert.equal(fetched.redelivered, [1, 2, 5, 2, 6, 2, 7, 2]);
+  assert.is(fetched.persist, true);
   restarted.deadDone([4]);
-  restarted.settle([1, 1, 2, 5, 1, 2, 6, 2, 1], [], NOW + 5);
+  restarted.settle([1, 1, 2, 5, 3, 2], [], NOW + 5);
   assert.is(restarted.floor, 8);
   assert.is(restarted.stats(8).deadLettered, 1);
+});
+
+test("fetch() asks for a state write only past the delivered mark on disk or for redeliveries", () => {
+  const log = new MemoryLog();
+  log.appendMany(10);
+  const cursor = cursorOn(log, { ackTimeoutMs: 10 });
+  const first = cursor.fetch(1, 2, 1 << 20, NOW, log);
+  assert.is(first.persist, true);
+  // The write that follows records the reservation: offsets up to the log end.
+  const written = cursor.snapshot();
+  assert.is(written.delivered, 10);
+  // A fetch before that write finished still waits for one.
+  assert.is(cursor.fetch(1, 2, 1 << 20, NOW, log).persist, true);
+  cursor.markDurable(written.delivered);
+  assert.is(cursor.fetch(1, 2, 1 << 20, NOW, log).persist, false);
+  // A redelivery carries an attempt the disk must know first.
+  cursor.expire(NOW + 10);
+  const again = cursor.fetch(1, 1, 1 << 20, NOW + 10, log);
+  assert.equal(again.redelivered, [0, 2]);
+  assert.is(again.persist, true);
+  // After a crash with only `written` on disk, no receipt given out
+  // before it is handed out again: every attempt is higher.
+  const restarted = new QueueCursor(config(), null, written, () => 0.5);
+  const after = restarted.fetch(1, 10, 1 << 20, NOW + 20, log);
+  assert.equal(offsetsOf(after.bytes), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  for (let i = 1; i < after.redelivered.length; i += 2) {
+    assert.is(after.redelivered[i], 2);
+  }
+  assert.is(after.redelivered.length, 20);
+});
+
+test("snapshot keeps a nack delay across a restart", () => {
+  const log = new MemoryLog();
+  log.appendMany(3);
+  const cursor = cursorOn(log);
+  cursor.fetch(1, 3, 1 << 20, NOW, log);
+  cursor.settle([0, 1, 1, 2, 1, 1], [
+    { offset: 1, attempt: 1, action: "nack", delayMs: 60_000 },
+  ], NOW);
+  const state = decodeQueueState(
+    encodeQueueState(cursor.snapshot()),
+    "test.state",
+  );
+  assert.equal(
+    state.failures.map((f) => [f.offset, f.retryAt]),
+    [[1, NOW + 60_000]],
+  );
+
+  const restarted = new QueueCursor(config(), null, state, () => 0.5);
+  const early = restarted.fetch(1, 10, 1 << 20, NOW + 1000, log);
+  assert.equal(offsetsOf(early.bytes), []);
+  assert.is(restarted.stats(3).waiting, 1);
+  const due = restarted.fetch(1, 10, 1 << 20, NOW + 60_000, log);
+  assert.equal(offsetsOf(due.bytes), [1]);
+  assert.equal(due.redelivered, [1, 2]);
+  assert.is(restarted.settle([1, 1, 2], [], NOW + 60_000).settled, 1);
+  assert.is(restarted.floor, 3);
+});
+
+test("snapshot: a nack delay that ran out during a restart is delivered at once", () => {
+  const log = new MemoryLog();
+  log.appendMany(1);
+  const cursor = cursorOn(log);
+  cursor.fetch(1, 1, 1 << 20, NOW, log);
+  cursor.settle(
+    [],
+    [{ offset: 0, attempt: 1, action: "nack", delayMs: 500 }],
+    NOW,
+  );
+  const restarted = new QueueCursor(
+    config(),
+    null,
+    cursor.snapshot(),
+    () => 0.5,
+  );
+  const fetched = restarted.fetch(1, 10, 1 << 20, NOW + 600, log);
+  assert.equal(offsetsOf(fetched.bytes), [0]);
+  assert.equal(fetched.redelivered, [0, 2]);
 });
 
 test("snapshot keeps a record at its delivery limit dead-lettered after restart", () => {

@@ -21,6 +21,7 @@ test("decodeQueueState reads back what encodeQueueState wrote", () => {
         firstFailedAt: 1_733_300_000_000,
         error: "timeout upstream",
         dead: "",
+        retryAt: 1_733_300_060_000,
       },
       {
         offset: 1202,
@@ -28,6 +29,7 @@ test("decodeQueueState reads back what encodeQueueState wrote", () => {
         firstFailedAt: 1_733_300_000_500,
         error: null,
         dead: "rejected",
+        retryAt: 0,
       },
     ],
     deadLettered: 4,

@@ -151,7 +151,9 @@ test("join() keeps 20 members on 4 partitions busy, one fetch per partition at a
   );
   await settle();
   for (const m of members) assert.ok(m.records() <= 10, "within prefetch");
-  for (const p of partitions) assert.is(p.maxConcurrentFetches, 1);
+  for (const p of partitions) {
+    assert.is(p.maxConcurrentFetches, 1);
+  }
   dispatcher.close();
 });
 
