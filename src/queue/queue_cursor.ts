@@ -150,6 +150,12 @@ export class QueueCursor {
   #reserved = 0;
   /** The delivered mark of the last state write that finished. */
   #durable = 0;
+  /**
+   * After a restart: the read offset the state file recorded. Records from
+   * it up to the delivered mark were reserved, perhaps never delivered:
+   * their one counted delivery does not use up a limit of one.
+   */
+  #reservedFrom = Infinity;
   readonly #entry = [0, 0, 0];
 
   /**
@@ -550,6 +556,7 @@ export class QueueCursor {
     }
     return {
       floor: this.#floor,
+      read: this.#readOffset,
       delivered,
       settled,
       failures,
@@ -708,7 +715,10 @@ export class QueueCursor {
             flush();
             continue;
           }
-          if (this.#ring.attempt[slot] >= this.#config.maxDeliveries) {
+          const attempt = this.#ring.attempt[slot];
+          const onlyReserved = attempt === 1 && offset >= this.#reservedFrom &&
+            offset < this.#deliveredMark;
+          if (attempt >= this.#config.maxDeliveries && !onlyReserved) {
             // Restarted with this record's deliveries used up.
             this.#failure(offset, now, null);
             this.#deadLetter(offset, slot, "max_deliveries");
@@ -971,6 +981,10 @@ export class QueueCursor {
       }
     }
     this.#deliveredMark = state.delivered;
+    this.#reservedFrom = Math.min(
+      state.read ?? state.delivered,
+      state.delivered,
+    );
     this.#reserved = state.delivered;
     this.#durable = state.delivered;
     this.#deadLettered = state.deadLettered;

@@ -6,7 +6,10 @@
  * ```
  * { v: 1,
  *   floor: 1200,                 every offset below is settled
- *   delivered: 1450,             offsets below were delivered at least once
+ *   read: 1440,                  the read offset when written (optional):
+ *                                offsets from it to `delivered` were
+ *                                reserved, perhaps never delivered
+ *   delivered: 1450,             offsets below count one delivery at least
  *   settled: [1203, 1210, ...],  settled offsets above the floor, [start, end) pairs
  *   failures: [[1201, 3, 1733300000000, "timeout upstream", 0, 1733300060000], ...],
  *                                offset, deliveries, first failed at (ms),
@@ -46,6 +49,8 @@ export interface FailureState {
 /** What a cursor keeps across restarts. */
 export interface QueueCursorState {
   floor: number;
+  /** The read offset when written; absent in older files. */
+  read?: number;
   delivered: number;
   /** Flat [start, end) pairs above the floor, ascending. */
   settled: number[];
@@ -63,6 +68,7 @@ export function encodeQueueState(state: QueueCursorState): Uint8Array {
   return new Uint8Array(packr.pack({
     v: VERSION,
     floor: state.floor,
+    read: state.read ?? state.delivered,
     delivered: state.delivered,
     settled: state.settled,
     failures: state.failures.map((failure) => [
@@ -108,6 +114,7 @@ export function decodeQueueState(
   }
   return {
     floor,
+    read: isOffset(map.read) ? map.read : delivered,
     delivered,
     settled,
     failures: failures.map((entry) => {

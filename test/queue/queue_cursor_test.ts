@@ -528,6 +528,32 @@ test("fetch() asks for a state write only past the delivered mark on disk or for
   assert.is(after.redelivered.length, 20);
 });
 
+test("snapshot: reserved records never delivered do not use up a delivery limit of one", () => {
+  const log = new MemoryLog();
+  log.appendMany(6);
+  const cursor = cursorOn(log, { maxDeliveries: 1 });
+  cursor.fetch(1, 2, 1 << 20, NOW, log);
+  const written = decodeQueueState(
+    encodeQueueState(cursor.snapshot()),
+    "test.state",
+  );
+  assert.equal([written.read, written.delivered], [2, 6]);
+
+  const restarted = new QueueCursor(
+    config({ maxDeliveries: 1 }),
+    null,
+    written,
+    () => 0.5,
+  );
+  const after = restarted.fetch(1, 10, 1 << 20, NOW + 5, log);
+  // 0 and 1 were out at the crash: their one delivery is used up.
+  assert.equal(
+    restarted.takeDeadLetters().map((letter) => letter.offset),
+    [0, 1],
+  );
+  assert.equal(offsetsOf(after.bytes), [2, 3, 4, 5]);
+});
+
 test("snapshot keeps a nack delay across a restart", () => {
   const log = new MemoryLog();
   log.appendMany(3);

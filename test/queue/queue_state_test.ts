@@ -12,6 +12,7 @@ const test = suite("queue_state");
 test("decodeQueueState reads back what encodeQueueState wrote", () => {
   const state: QueueCursorState = {
     floor: 1200,
+    read: 1440,
     delivered: 1450,
     settled: [1203, 1210, 1300, 1301],
     failures: [
