@@ -107,7 +107,9 @@ export type RouterMessage =
   /**
    * Settles deliveries. `acks` is flat triples [offset, count, attempt]:
    * `count` consecutive offsets from `offset`, each expected at `attempt`.
-   * Answered by `qsettled` once the state covering them is on disk.
+   * Answered by `qsettled` once the state covering them is on disk and,
+   * when they dead-lettered records (a reject, or a nack at the limit),
+   * once those letters were appended (`qdeadDone`), at most 10 s later.
    */
   | {
     type: "qsettle";
