@@ -23,6 +23,7 @@ export const errorStatus = {
   not_assigned: 409,
   group_exists: 409,
   stale_receipt: 409,
+  member_replaced: 409,
   offset_out_of_range: 416,
   record_too_large: 413,
   body_too_large: 413,

@@ -519,7 +519,10 @@ export class QueueSubscription implements AsyncIterableIterator<QueueMessage> {
         );
         this.#emit({ type: "error", error });
         // The broker ended the membership (group or topic deleted).
-        if (error.code === "unknown_group" || error.code === "unknown_topic") {
+        if (
+          error.code === "unknown_group" || error.code === "unknown_topic" ||
+          error.code === "member_replaced"
+        ) {
           this.#fail(error);
         }
         break;

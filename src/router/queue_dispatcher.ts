@@ -142,7 +142,16 @@ export class QueueDispatcher {
       PREFETCH_BYTES_MAX,
     );
     const previous = this.#members.get(handle.id);
-    if (previous !== undefined) this.#remove(previous);
+    if (previous !== undefined) {
+      this.#remove(previous);
+      if (previous.handle !== handle) {
+        previous.handle.removed?.({
+          code: "member_replaced",
+          message:
+            `Member ${handle.id} of ${this.group} joined again elsewhere`,
+        });
+      }
+    }
     const member: Member = {
       id: handle.id,
       number: this.#nextNumber++,

@@ -412,4 +412,33 @@ test("seeking a queue group is refused: it keeps no offsets", async () => {
   }
 });
 
+test("a queue member id joining again elsewhere ends the old subscription with member_replaced", async () => {
+  const context = await start();
+  try {
+    await context.call("PUT", "/groups/jobs", {
+      topic: "orders",
+      mode: "queue",
+    });
+    const url = `ws://127.0.0.1:${context.running.port}/ws`;
+    const old = await connect(url);
+    const fresh = await connect(url);
+    context.sockets.push(old, fresh);
+    const frame = { op: "subscribe", id: 1, group: "jobs", memberId: "w1" };
+    old.send(frame);
+    const { frame: first } = await old.nextOp("subscribed");
+    fresh.send(frame);
+    await fresh.nextOp("subscribed");
+    const { frame: ended } = await old.nextOp("error");
+    assert.equal([ended.sub, ended.code], [first.sub, "member_replaced"]);
+    await context.call("POST", "/topics/orders/records", {
+      value: "job",
+      partition: 0,
+    });
+    const { frame: delivered } = await fresh.nextOp("deliveries");
+    assert.is(delivered.partition, 0);
+  } finally {
+    await stop(context);
+  }
+});
+
 test.run();
