@@ -1,24 +1,25 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { type RouterActor, startRouter } from "../../actors/router_actor.ts";
-import {
-  DEAD_LETTER_HEADERS,
-  type QueueDelivery,
-  type QueueMemberHandle,
-  type Settlement,
-} from "../../src/broker.ts";
+import { DEAD_LETTER_HEADERS } from "../../src/broker.ts";
 import { decodeBatches } from "../../src/log/record_batch.ts";
 import { silentLogger } from "../../src/logger.ts";
 import { runtime } from "../../src/runtime/mod.ts";
 import { makeTempDir, removeTempDir } from "../router/_temp_dir.ts";
+import {
+  eventually,
+  type Got,
+  queueMember,
+  settlements,
+  text,
+  unpack,
+  untext,
+} from "./_queue_helpers.ts";
 
 // More queue group behaviour through the real router and partition
 // workers: many members over many partitions, key_shared blocking and late
 // joiners, filtered queue groups and explicit nack delays.
 const test = suite(`router_queue_more (${runtime.name})`);
-const text = (value: string) => new TextEncoder().encode(value);
-const untext = (bytes: Uint8Array | null) =>
-  bytes === null ? null : new TextDecoder().decode(bytes);
 
 let dir = "";
 let router: RouterActor | null = null;
@@ -26,74 +27,6 @@ let router: RouterActor | null = null;
 async function start(): Promise<RouterActor> {
   router = await startRouter({ dataDir: dir, runtime, logger: silentLogger });
   return router;
-}
-
-/** One delivered record: where it is, its attempt, key and value. */
-interface Got {
-  partition: number;
-  offset: number;
-  attempt: number;
-  key: string | null;
-  value: string | null;
-}
-
-function unpack(delivery: QueueDelivery): Got[] {
-  const attempts = new Map<number, number>();
-  for (let i = 0; i < delivery.redelivered.length; i += 2) {
-    attempts.set(delivery.redelivered[i], delivery.redelivered[i + 1]);
-  }
-  return decodeBatches(delivery.bytes).map((record) => ({
-    partition: delivery.partition,
-    offset: record.offset,
-    attempt: attempts.get(record.offset) ?? 1,
-    key: untext(record.key),
-    value: untext(record.value),
-  }));
-}
-
-function settlements(
-  got: Got[],
-  action: Settlement["action"],
-  extra: Partial<Settlement> = {},
-): Settlement[] {
-  return got.map((g) => ({
-    partition: g.partition,
-    offset: g.offset,
-    attempt: g.attempt,
-    action,
-    ...extra,
-  }));
-}
-
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function eventually<T>(
-  attempt: () => Promise<T | undefined> | T | undefined,
-  what: string,
-): Promise<T> {
-  for (let i = 0; i < 500; i++) {
-    const result = await attempt();
-    if (result !== undefined) return result;
-    await pause(20);
-  }
-  return assert.unreachable(`never happened: ${what}`) as never;
-}
-
-/** A queue member that records its deliveries and may settle them itself. */
-function queueMember(
-  id: string,
-  onRecords: (got: Got[]) => void = () => {},
-): QueueMemberHandle & { got: Got[] } {
-  const got: Got[] = [];
-  return {
-    id,
-    got,
-    deliver(delivery) {
-      const records = unpack(delivery);
-      got.push(...records);
-      onRecords(records);
-    },
-  };
 }
 
 const where = (g: Got) => `${g.partition}:${g.offset}`;

@@ -5,22 +5,26 @@ import {
   DEAD_LETTER_HEADERS,
   DELAY_ID_HEADER,
   type MemberHandle,
-  type QueueDelivery,
-  type QueueMemberHandle,
-  type Settlement,
 } from "../../src/broker.ts";
 import { DakgharError } from "../../src/errors.ts";
 import { decodeBatches } from "../../src/log/record_batch.ts";
 import { silentLogger } from "../../src/logger.ts";
 import { runtime } from "../../src/runtime/mod.ts";
 import { makeTempDir, removeTempDir } from "../router/_temp_dir.ts";
+import {
+  eventually,
+  type Got,
+  pause,
+  queueMember,
+  receiveAll,
+  settlements,
+  text,
+  untext,
+} from "./_queue_helpers.ts";
 
 // Queue groups, dead letters, redrive and delays through the real router
 // and partition workers, on the runtime that runs the suite.
 const test = suite(`router_queue (${runtime.name})`);
-const text = (value: string) => new TextEncoder().encode(value);
-const untext = (bytes: Uint8Array | null) =>
-  bytes === null ? null : new TextDecoder().decode(bytes);
 
 let dir = "";
 let router: RouterActor | null = null;
@@ -34,72 +38,6 @@ async function restart(): Promise<RouterActor> {
   await router?.close();
   router = null;
   return await start();
-}
-
-/** One delivered record: where it is, its attempt and its value. */
-interface Got {
-  partition: number;
-  offset: number;
-  attempt: number;
-  key: string | null;
-  value: string | null;
-  headers: [string, string | null][];
-}
-
-function unpack(delivery: QueueDelivery): Got[] {
-  const attempts = new Map<number, number>();
-  for (let i = 0; i < delivery.redelivered.length; i += 2) {
-    attempts.set(delivery.redelivered[i], delivery.redelivered[i + 1]);
-  }
-  return decodeBatches(delivery.bytes).map((record) => ({
-    partition: delivery.partition,
-    offset: record.offset,
-    attempt: attempts.get(record.offset) ?? 1,
-    key: untext(record.key),
-    value: untext(record.value),
-    headers: record.headers.map(([name, value]) => [name, untext(value)]),
-  }));
-}
-
-async function receiveAll(
-  broker: RouterActor,
-  group: string,
-  maxWaitMs = 0,
-): Promise<Got[]> {
-  const deliveries = await broker.receive(group, {
-    maxRecords: 1000,
-    maxBytes: 1 << 20,
-    maxWaitMs,
-  });
-  return deliveries.flatMap(unpack);
-}
-
-function settlements(
-  got: Got[],
-  action: Settlement["action"],
-  extra: Partial<Settlement> = {},
-): Settlement[] {
-  return got.map((g) => ({
-    partition: g.partition,
-    offset: g.offset,
-    attempt: g.attempt,
-    action,
-    ...extra,
-  }));
-}
-
-const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function eventually<T>(
-  attempt: () => Promise<T | undefined> | T | undefined,
-  what: string,
-): Promise<T> {
-  for (let i = 0; i < 300; i++) {
-    const result = await attempt();
-    if (result !== undefined) return result;
-    await pause(20);
-  }
-  return assert.unreachable(`never happened: ${what}`) as never;
 }
 
 async function codeOf(run: () => unknown): Promise<string | undefined> {
@@ -124,23 +62,6 @@ async function publishValues(
       value: text(value),
     })),
   );
-}
-
-/** A queue member that records its deliveries and may settle them itself. */
-function queueMember(
-  id: string,
-  onRecords: (got: Got[]) => void = () => {},
-): QueueMemberHandle & { got: Got[] } {
-  const got: Got[] = [];
-  return {
-    id,
-    got,
-    deliver(delivery) {
-      const records = unpack(delivery);
-      got.push(...records);
-      onRecords(records);
-    },
-  };
 }
 
 test.before.each(() => {
