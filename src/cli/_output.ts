@@ -130,3 +130,37 @@ export function withinMs(
     new Promise((resolve) => timer = setTimeout(resolve, ms)),
   ]).finally(() => clearTimeout(timer));
 }
+
+/** What {@linkcode takeBatch} reads from: a subscription's iterator. */
+export interface BufferedIterator<T> {
+  next(): Promise<IteratorResult<T>>;
+  /** Records already received and not yet taken. */
+  readonly buffered: number;
+}
+
+/**
+ * Waits for the next record, then takes whatever else has already arrived,
+ * up to `limit` in all, so one write (and one commit or settle) covers them.
+ *
+ * @returns the records; `done` when the iteration ended; `stopped` with
+ *   what `stop` gave when it settled first
+ */
+export async function takeBatch<T, S>(
+  subscription: BufferedIterator<T>,
+  stop: Promise<S>,
+  limit: number,
+): Promise<{ records: T[] } | { done: true } | { stopped: S }> {
+  const first = await Promise.race([
+    subscription.next(),
+    stop.then((code) => ({ stopped: code })),
+  ]);
+  if ("stopped" in first) return first;
+  if (first.done) return { done: true };
+  const records = [first.value];
+  while (records.length < limit && subscription.buffered > 0) {
+    const next = await subscription.next();
+    if (next.done) break;
+    records.push(next.value);
+  }
+  return { records };
+}

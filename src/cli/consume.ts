@@ -25,7 +25,12 @@ import {
   UsageError,
 } from "./_args.ts";
 import { runQueueConsume } from "./consume_queue.ts";
-import { formatRecords, standardOutput, withinMs } from "./_output.ts";
+import {
+  formatRecords,
+  standardOutput,
+  takeBatch,
+  withinMs,
+} from "./_output.ts";
 
 /** The help text of `dakghar consume`. */
 export const consumeUsage = `Usage: dakghar consume <topic> [options]
@@ -245,24 +250,21 @@ export async function runConsume(args: string[]): Promise<number> {
   };
 
   let outcome: number | Error = 0;
-  const stopSignal = stopped.then((result) => ({ stopped: result }));
   let printed = 0;
   try {
     while (max === undefined || printed < max) {
-      const first = await Promise.race([subscription.next(), stopSignal]);
-      if ("stopped" in first) {
-        outcome = first.stopped;
+      // Whatever else has arrived goes out in the same write.
+      const taken = await takeBatch(
+        subscription,
+        stopped,
+        max === undefined ? Infinity : max - printed,
+      );
+      if ("stopped" in taken) {
+        outcome = taken.stopped;
         break;
       }
-      if (first.done) break;
-      // Whatever else has arrived goes out in the same write and commit.
-      const batch = [first.value];
-      const limit = max === undefined ? Infinity : max - printed;
-      while (batch.length < limit && subscription.buffered > 0) {
-        const next = await subscription.next();
-        if (next.done) break;
-        batch.push(next.value);
-      }
+      if ("done" in taken) break;
+      const batch = taken.records;
       await output.write(formatRecords(batch, format));
       if (output.isClosed()) break;
       printed += batch.length;

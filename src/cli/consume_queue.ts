@@ -18,7 +18,12 @@ import type {
 } from "../client/queue_subscription.ts";
 import type { WebSocketConstructor } from "../client/websocket_transport.ts";
 import { type Connection, describeClientError } from "./_args.ts";
-import { formatRecords, standardOutput, withinMs } from "./_output.ts";
+import {
+  formatRecords,
+  standardOutput,
+  takeBatch,
+  withinMs,
+} from "./_output.ts";
 
 /** What `consume` parsed for a queue member. */
 export interface QueueConsumeOptions {
@@ -96,23 +101,21 @@ export async function runQueueConsume(
   };
 
   let outcome: number | Error = 0;
-  const stopSignal = stopped.then((result) => ({ stopped: result }));
   let printed = 0;
   try {
     while (max === undefined || printed < max) {
-      const first = await Promise.race([subscription.next(), stopSignal]);
-      if ("stopped" in first) {
-        outcome = first.stopped;
+      // Whatever else has arrived goes out in the same write.
+      const taken = await takeBatch(
+        subscription,
+        stopped,
+        max === undefined ? Infinity : max - printed,
+      );
+      if ("stopped" in taken) {
+        outcome = taken.stopped;
         break;
       }
-      if (first.done) break;
-      const batch = [first.value];
-      const limit = max === undefined ? Infinity : max - printed;
-      while (batch.length < limit && subscription.buffered > 0) {
-        const next = await subscription.next();
-        if (next.done) break;
-        batch.push(next.value);
-      }
+      if ("done" in taken) break;
+      const batch = taken.records;
       await output.write(formatRecords(batch, format, (message) => ({
         attempt: message.attempt,
       })));
