@@ -418,7 +418,10 @@ export interface QueueMemberHandle {
 export interface QueueJoinOptions {
   /** Most unsettled deliveries at once (default 1,000). */
   prefetchRecords?: number;
-  /** Most unsettled bytes at once (default 1 MiB); one record may exceed it. */
+  /**
+   * Most unsettled bytes at once (default 1 MiB); each concurrent partition
+   * fetch may bring one record past its share of it.
+   */
   prefetchBytes?: number;
 }
 

@@ -225,10 +225,16 @@ export class QueueCursor {
       member,
     };
     this.#fetchReady(delivery, maxRecords, maxBytes, now, source);
+    // Records from the ready heap (redeliveries, and key_shared records
+    // whose key came free) were passed by the read offset before: the
+    // delivered mark on disk does not count them, so their attempts must be
+    // written before they leave.
+    const fromReady = delivery.records;
     this.#fetchNew(delivery, maxRecords, maxBytes, now, source);
     this.#advanceFloor();
     const persist = delivery.records > 0 &&
-      (delivery.redelivered.length > 0 || this.#readOffset > this.#durable);
+      (fromReady > 0 || delivery.redelivered.length > 0 ||
+        this.#readOffset > this.#durable);
     // Renewed halfway, so the next state write (settlements cause them
     // anyway) puts the new mark on disk before reads get there.
     if (this.#readOffset > this.#reserved - DELIVERY_RESERVE / 2) {
@@ -554,9 +560,15 @@ export class QueueCursor {
           : 0,
       });
     }
+    // Where records "delivered" only by the reservation begin: not below
+    // the point a previous life recorded, since records a restart made the
+    // read offset pass again were really delivered before it.
+    const read = this.#reservedFrom === Infinity
+      ? this.#readOffset
+      : Math.max(this.#readOffset, Math.min(this.#reservedFrom, delivered));
     return {
       floor: this.#floor,
-      read: this.#readOffset,
+      read,
       delivered,
       settled,
       failures,

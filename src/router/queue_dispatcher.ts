@@ -495,7 +495,10 @@ export class QueueDispatcher {
             Math.ceil(member.prefetchBytes / shares),
           ),
         );
+        // Reserved while the fetch runs, so concurrent fetches on other
+        // partitions share what is free rather than each taking all of it.
         member.records += records;
+        member.bytes += bytes;
         void this.#fetch(clients[partition], member, records, bytes);
       }
     }
@@ -538,6 +541,7 @@ export class QueueDispatcher {
       maxBytes,
     );
     member.records -= maxRecords;
+    member.bytes -= maxBytes;
     if (reply !== undefined && reply.records > 0) {
       if (member.removed) {
         // Sent after this fetch, the member's qrelease frees these.

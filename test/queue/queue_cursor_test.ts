@@ -554,6 +554,57 @@ test("snapshot: reserved records never delivered do not use up a delivery limit 
   assert.equal(offsetsOf(after.bytes), [2, 3, 4, 5]);
 });
 
+test("fetch() writes first for a key_shared record whose key came free, so a crash cannot hand out its receipt again", () => {
+  const log = new MemoryLog();
+  log.append([
+    textRecord("a", "k1"),
+    textRecord("b", "k1"),
+    textRecord("c", "k2"),
+  ]);
+  const cursor = cursorOn(log, { mode: "key_shared" });
+  assert.equal(valuesOf(cursor.fetch(1, 10, 1 << 20, NOW, log).bytes), [
+    "a",
+    "c",
+  ]);
+  cursor.settle([0, 1, 1], [], NOW);
+  const written = cursor.snapshot();
+  cursor.markDurable(written.delivered);
+  const freed = cursor.fetch(1, 10, 1 << 20, NOW, log);
+  assert.equal(valuesOf(freed.bytes), ["b"]);
+  assert.is(freed.persist, true);
+  // With the write that follows on disk, b comes back counted on.
+  const restarted = new QueueCursor(
+    config({ mode: "key_shared" }),
+    null,
+    cursor.snapshot(),
+    () => 0.5,
+  );
+  const again = restarted.fetch(1, 10, 1 << 20, NOW + 5, log);
+  assert.equal(valuesOf(again.bytes), ["b", "c"]);
+  assert.equal(again.redelivered, [1, 2, 2, 2]);
+});
+
+test("snapshot: a delivery limit of one holds across two restarts with no fetch between", () => {
+  const log = new MemoryLog();
+  log.appendMany(1);
+  const cursor = cursorOn(log, { maxDeliveries: 1 });
+  cursor.fetch(1, 1, 1 << 20, NOW, log);
+  const once = new QueueCursor(
+    config({ maxDeliveries: 1 }),
+    null,
+    decodeQueueState(encodeQueueState(cursor.snapshot()), "a.state"),
+    () => 0.5,
+  );
+  const twice = new QueueCursor(
+    config({ maxDeliveries: 1 }),
+    null,
+    decodeQueueState(encodeQueueState(once.snapshot()), "b.state"),
+    () => 0.5,
+  );
+  assert.is(twice.fetch(1, 10, 1 << 20, NOW + 5, log).records, 0);
+  assert.equal(twice.takeDeadLetters().map((letter) => letter.offset), [0]);
+});
+
 test("snapshot keeps a nack delay across a restart", () => {
   const log = new MemoryLog();
   log.appendMany(3);
