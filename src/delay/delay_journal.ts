@@ -25,6 +25,7 @@
 import { crc32c } from "../log/_crc32c.ts";
 import type { FileHandle, FileSystem } from "../runtime/types.ts";
 import type { Logger } from "../logger.ts";
+import { readU32, writeU32 } from "../log/_bytes.ts";
 
 /** Entry types. */
 export const ENTRY_SCHEDULE = 1;
@@ -41,18 +42,6 @@ const READ_CHUNK_BYTES = 1 << 22;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-function writeU32(bytes: Uint8Array, p: number, value: number): void {
-  bytes[p] = value;
-  bytes[p + 1] = value >>> 8;
-  bytes[p + 2] = value >>> 16;
-  bytes[p + 3] = value >>> 24;
-}
-
-function readU32(bytes: Uint8Array, p: number): number {
-  return (bytes[p] | (bytes[p + 1] << 8) | (bytes[p + 2] << 16) |
-    (bytes[p + 3] << 24)) >>> 0;
-}
 
 function frame(body: Uint8Array): Uint8Array {
   const bytes = new Uint8Array(8 + body.length);

@@ -27,6 +27,15 @@
  */
 import { crc32c } from "./_crc32c.ts";
 import { MalformedBatchError, RecordTooLargeError } from "../errors.ts";
+import {
+  readI32,
+  readI64,
+  readU16,
+  readU32,
+  writeI64,
+  writeU16,
+  writeU32,
+} from "./_bytes.ts";
 
 /** Size of the batch header in bytes. */
 export const BATCH_HEADER_BYTES = 40;
@@ -37,7 +46,6 @@ export const BATCH_MAGIC = 1;
 /** Bytes of a record's fixed fields after recordLength, without key, value and headers. */
 const RECORD_FIXED_BYTES = 12 + 4 + 2;
 
-const TWO_32 = 0x1_0000_0000;
 const INT32_MIN = -0x8000_0000;
 const INT32_MAX = 0x7fff_ffff;
 
@@ -58,44 +66,6 @@ export interface DecodedRecord extends BatchRecord {
   offset: number;
   /** The broker's append time of the batch holding the record. */
   appendTime: number;
-}
-
-// ---------------------------------------------------------------------------
-// Byte access
-
-function readU32(bytes: Uint8Array, position: number): number {
-  return (bytes[position] | (bytes[position + 1] << 8) |
-    (bytes[position + 2] << 16) | (bytes[position + 3] << 24)) >>> 0;
-}
-
-function readI32(bytes: Uint8Array, position: number): number {
-  return bytes[position] | (bytes[position + 1] << 8) |
-    (bytes[position + 2] << 16) | (bytes[position + 3] << 24);
-}
-
-function readU16(bytes: Uint8Array, position: number): number {
-  return bytes[position] | (bytes[position + 1] << 8);
-}
-
-function readI64(bytes: Uint8Array, position: number): number {
-  return readU32(bytes, position) + readI32(bytes, position + 4) * TWO_32;
-}
-
-function writeU32(bytes: Uint8Array, position: number, value: number): void {
-  bytes[position] = value;
-  bytes[position + 1] = value >>> 8;
-  bytes[position + 2] = value >>> 16;
-  bytes[position + 3] = value >>> 24;
-}
-
-function writeU16(bytes: Uint8Array, position: number, value: number): void {
-  bytes[position] = value;
-  bytes[position + 1] = value >>> 8;
-}
-
-function writeI64(bytes: Uint8Array, position: number, value: number): void {
-  writeU32(bytes, position, value >>> 0);
-  writeU32(bytes, position + 4, Math.floor(value / TWO_32));
 }
 
 // ---------------------------------------------------------------------------

@@ -12,36 +12,10 @@
  */
 import { crc32c } from "./_crc32c.ts";
 import { BATCH_HEADER_BYTES } from "./record_batch.ts";
+import { readI32, readI64, readU32, writeI64, writeU32 } from "./_bytes.ts";
 
-const TWO_32 = 0x1_0000_0000;
 const INT32_MIN = -0x8000_0000;
 const INT32_MAX = 0x7fff_ffff;
-
-function readU32(bytes: Uint8Array, p: number): number {
-  return (bytes[p] | (bytes[p + 1] << 8) | (bytes[p + 2] << 16) |
-    (bytes[p + 3] << 24)) >>> 0;
-}
-
-function readI32(bytes: Uint8Array, p: number): number {
-  return bytes[p] | (bytes[p + 1] << 8) | (bytes[p + 2] << 16) |
-    (bytes[p + 3] << 24);
-}
-
-function readI64(bytes: Uint8Array, p: number): number {
-  return readU32(bytes, p) + readI32(bytes, p + 4) * TWO_32;
-}
-
-function writeU32(bytes: Uint8Array, p: number, value: number): void {
-  bytes[p] = value;
-  bytes[p + 1] = value >>> 8;
-  bytes[p + 2] = value >>> 16;
-  bytes[p + 3] = value >>> 24;
-}
-
-function writeI64(bytes: Uint8Array, p: number, value: number): void {
-  writeU32(bytes, p, value >>> 0);
-  writeU32(bytes, p + 4, Math.floor(value / TWO_32));
-}
 
 /**
  * Decisions of the current pick, one byte per record examined. Shared

@@ -6,6 +6,7 @@
  */
 import { DakgharError } from "../errors.ts";
 import { type RecordFilter, TAG_HEADER } from "../broker.ts";
+import { readI32 } from "../log/_bytes.ts";
 
 /**
  * Decides whether the record whose recordLength field is at `recordStart`
@@ -99,11 +100,6 @@ export function compileFilter(
     }
     return false;
   };
-}
-
-function readI32(bytes: Uint8Array, p: number): number {
-  return bytes[p] | (bytes[p + 1] << 8) | (bytes[p + 2] << 16) |
-    (bytes[p + 3] << 24);
 }
 
 function equalAt(bytes: Uint8Array, position: number, want: Uint8Array) {

@@ -3,11 +3,7 @@
  * each key, in offset order. Only the first of a key may be delivered; the
  * others are parked behind it until it is settled.
  */
-
-function readI32(bytes: Uint8Array, p: number): number {
-  return bytes[p] | (bytes[p + 1] << 8) | (bytes[p + 2] << 16) |
-    (bytes[p + 3] << 24);
-}
+import { readI32 } from "../log/_bytes.ts";
 
 /**
  * The key of the record whose recordLength field is at `recordStart`, as a

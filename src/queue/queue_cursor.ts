@@ -39,6 +39,7 @@ import type {
   FailureState,
   QueueCursorState,
 } from "./queue_state.ts";
+import { readU32 } from "../log/_bytes.ts";
 
 /** True when the record whose recordLength field is at `recordStart` passes the filter. */
 export type RecordMatcher = (bytes: Uint8Array, recordStart: number) => boolean;
@@ -106,11 +107,6 @@ interface Failure {
   firstFailedAt: number;
   error: string | null;
   dead: DeadReason;
-}
-
-function readU32(bytes: Uint8Array, p: number): number {
-  return (bytes[p] | (bytes[p + 1] << 8) | (bytes[p + 2] << 16) |
-    (bytes[p + 3] << 24)) >>> 0;
 }
 
 /** A group's cursor on one partition. */
