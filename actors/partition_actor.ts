@@ -431,11 +431,8 @@ class PartitionActor {
       nextOffset = bytes.length === 0
         ? offset
         : Math.max(offset, picked.nextOffset);
-      bytes = picked.records === 0 ? new Uint8Array(0) : picked.bytes;
-      // The picked bytes may be the read itself or views of it: transfer one fresh array.
-      if (bytes.byteOffset !== 0 || bytes.length !== bytes.buffer.byteLength) {
-        bytes = bytes.slice();
-      }
+      // The read itself, or one fresh array: either may be transferred.
+      bytes = picked.bytes;
     }
     this.#reply({
       type: "records",

@@ -37,10 +37,7 @@ import {
 } from "../src/errors.ts";
 import {
   BATCH_HEADER_BYTES,
-  type BatchRecord,
-  decodeBatches,
   encodeBatch,
-  encodeRecords,
   forEachRecord,
 } from "../src/log/record_batch.ts";
 import {
@@ -89,13 +86,6 @@ export interface PartitionDelaysOptions {
   /** Wait before firing again after a failed append (default 1,000 ms). */
   retryMs?: number;
 }
-
-/**
- * Bytes the delay-id header adds to a record, at most: a partition below
- * 100,000. A record scheduled must fit the topic's maxMessageBytes with
- * this much to spare, or its append fails when due.
- */
-export const DELAY_HEADER_BYTES_MAX = 2 + DELAY_ID_HEADER.length + 4 + 6 + 21;
 
 const delayIdName = new TextEncoder().encode(DELAY_ID_HEADER);
 const encoder = new TextEncoder();
@@ -440,11 +430,10 @@ export class PartitionDelays {
       const entries = this.#readEntries(slots);
       const ids = entries.map((entry) => entry.id);
       // Each entry holds a batch stamped with its delay id: join their
-      // records into one batch, or re-frame when timestamps lie far apart.
-      const batches = joinBatches(entries.map((entry) => entry.batch)) ??
-        encodeRecords(
-          entries.flatMap((entry): BatchRecord[] => decodeBatches(entry.batch)),
-        );
+      // records into one batch; when timestamps lie too far apart for one,
+      // append them back to back as they are.
+      const parts = entries.map((entry) => entry.batch);
+      const batches = joinBatches(parts) ?? concatenate(parts);
 
       // Intent first, durable; then the append; then close the intent.
       const seq = ++this.#intentSeq;
@@ -590,4 +579,15 @@ export class PartitionDelays {
       { cause: error },
     );
   }
+}
+
+/** The arrays back to back, in one new array. */
+function concatenate(parts: Uint8Array[]): Uint8Array {
+  const bytes = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    bytes.set(part, at);
+    at += part.length;
+  }
+  return bytes;
 }

@@ -464,7 +464,7 @@ export class DelayJournal {
       scanFile(this.#file, (bytes, start, end, position) => {
         if (bytes[start] !== ENTRY_SCHEDULE) return;
         const entry = parseEntry(bytes, start, end, position);
-        if (entry === null || entry.type !== 1) return;
+        if (entry === null || entry.type !== ENTRY_SCHEDULE) return;
         if (!keep(entry.id, position)) return;
         const length = end - start + 8;
         if (used + length > pending.length) flush();

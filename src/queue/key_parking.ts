@@ -3,25 +3,6 @@
  * each key, in offset order. Only the first of a key may be delivered; the
  * others are parked behind it until it is settled.
  */
-import { readI32 } from "../log/_bytes.ts";
-
-/**
- * The key of the record whose recordLength field is at `recordStart`, as a
- * string of one char per byte, or null when it has none (such a record is
- * its own key).
- */
-export function keyAt(bytes: Uint8Array, recordStart: number): string | null {
-  const length = readI32(bytes, recordStart + 12);
-  if (length < 0) return null;
-  const from = recordStart + 16;
-  let key = "";
-  for (let i = 0; i < length; i += 4096) {
-    key += String.fromCharCode(
-      ...bytes.subarray(from + i, from + Math.min(length, i + 4096)),
-    );
-  }
-  return key;
-}
 
 /** Unsettled records per key. */
 export class KeyParking {

@@ -30,7 +30,7 @@ import {
   sliceBatches,
 } from "../log/record_batch.ts";
 import { FreedTally } from "./freed_tally.ts";
-import { keyAt, KeyParking } from "./key_parking.ts";
+import { KeyParking } from "./key_parking.ts";
 import { NumberHeap } from "./number_heap.ts";
 import { RecordRing, RecordState } from "./record_ring.ts";
 import { capUtf8, DEAD_LETTER_ERROR_MAX_BYTES } from "./dead_letter_batch.ts";
@@ -40,6 +40,7 @@ import type {
   QueueCursorState,
 } from "./queue_state.ts";
 import { readU32 } from "../log/_bytes.ts";
+import { recordKeyStringAt } from "../log/record_pick.ts";
 
 /** True when the record whose recordLength field is at `recordStart` passes the filter. */
 export type RecordMatcher = (bytes: Uint8Array, recordStart: number) => boolean;
@@ -697,7 +698,11 @@ export class QueueCursor {
             // (behind its key, if an earlier record holds that).
             if (
               !keyShared ||
-              !this.#parkKey(offset, slot, keyAt(chunk, recordStart))
+              !this.#parkKey(
+                offset,
+                slot,
+                recordKeyStringAt(chunk, recordStart),
+              )
             ) {
               this.#waiting.push(this.#ring.deadline[slot], offset);
             }
@@ -706,7 +711,11 @@ export class QueueCursor {
           }
           if (state === SETTLED || state === DEAD) {
             if (state === DEAD && keyShared) {
-              this.#parkKey(offset, slot, keyAt(chunk, recordStart));
+              this.#parkKey(
+                offset,
+                slot,
+                recordKeyStringAt(chunk, recordStart),
+              );
             }
             flush();
             continue;
@@ -718,7 +727,7 @@ export class QueueCursor {
           }
           if (
             keyShared &&
-            this.#parkKey(offset, slot, keyAt(chunk, recordStart))
+            this.#parkKey(offset, slot, recordKeyStringAt(chunk, recordStart))
           ) {
             flush();
             continue;
