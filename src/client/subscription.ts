@@ -438,11 +438,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
           "msgpack",
         );
         if (reply.mode === "queue" || reply.mode === "key_shared") {
-          throw new DakgharClientError(
-            "bad_request",
-            `Group ${this.group} is a ${reply.mode} group: subscribe with mode "${reply.mode}" to settle each message`,
-            { context: { mode: reply.mode } },
-          );
+          throw queueGroupError(this.group, reply.mode);
         }
         const sub = String(reply.sub);
         if (typeof reply.memberId === "string") this.#memberId = reply.memberId;
@@ -454,7 +450,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
     } catch (error) {
       this.#transport = undefined;
       transport.close();
-      throw error;
+      throw queueGroupRefusal(error, this.group);
     }
   }
 
@@ -464,8 +460,11 @@ export class Subscription implements AsyncIterableIterator<Message> {
     const filtered = filter === undefined ? {} : { filter };
     if (group !== undefined) {
       const memberId = this.#memberId;
+      // "stream" says so explicitly: a queue group then refuses before the
+      // broker hands this member any delivery (group_exists).
       return [{
         group,
+        mode: "stream",
         from: from ?? "latest",
         ...filtered,
         ...(memberId === undefined ? {} : { memberId }),
@@ -683,4 +682,28 @@ export class Subscription implements AsyncIterableIterator<Message> {
       this.#emit({ type: "error", error });
     }
   }
+}
+
+/** The error a stream subscribe to a queue or key_shared group ends with. */
+function queueGroupError(
+  group: string | undefined,
+  mode: "queue" | "key_shared",
+): DakgharClientError {
+  return new DakgharClientError(
+    "bad_request",
+    `Group ${group} is a ${mode} group: subscribe with mode "${mode}" to settle each message`,
+    { context: { mode } },
+  );
+}
+
+/** The broker's `group_exists` for a queue group, as {@linkcode queueGroupError}; anything else as it is. */
+function queueGroupRefusal(error: unknown, group: string | undefined): unknown {
+  const mode = (error as DakgharClientError).context?.mode;
+  if (
+    error instanceof DakgharClientError && error.code === "group_exists" &&
+    (mode === "queue" || mode === "key_shared")
+  ) {
+    return queueGroupError(group, mode);
+  }
+  return error;
 }

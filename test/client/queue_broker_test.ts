@@ -246,4 +246,35 @@ test("subscribe() with a filter receives only the matching records", async () =>
   });
 });
 
+test("subscribe() without a mode on a queue group is refused before any delivery counts", async () => {
+  await withBroker(async ({ client }) => {
+    await client.createTopic("jobs", { partitions: 1 });
+    await client.createGroup("once", {
+      topic: "jobs",
+      mode: "queue",
+      maxDeliveries: 1,
+    });
+    await client.publishBatch("jobs", [{ value: "a" }, { value: "b" }]);
+    try {
+      await client.subscribe({ topic: "jobs", group: "once" });
+      assert.unreachable("a stream subscribe must be refused");
+    } catch (error) {
+      assert.is((error as DakgharClientError).code, "bad_request");
+      assert.is((error as DakgharClientError).context.mode, "queue");
+    }
+    const queue = await client.subscribe({
+      topic: "jobs",
+      group: "once",
+      mode: "queue",
+    });
+    const messages = await take(queue, 2);
+    assert.equal(messages.map((m) => [m.text(), m.attempt]), [
+      ["a", 1],
+      ["b", 1],
+    ]);
+    await Promise.all(messages.map((m) => m.ack()));
+    await queue.close();
+  });
+});
+
 test.run();
