@@ -87,17 +87,17 @@ export async function runQueueConsume(
   });
 
   let refusedAcks = 0;
-  const acks: Promise<void>[] = [];
+  // Acks not answered yet: bounded by the prefetch, as each leaves the set.
+  const acks = new Set<Promise<void>>();
   const ack = (message: QueueMessage) => {
-    acks.push(
-      message.ack().catch((error) => {
-        if (!(error instanceof DakgharClientError)) throw error;
-        refusedAcks++;
-        process.stderr.write(
-          `dakghar consume: ack of ${message.partition}/${message.offset} failed: ${error.code}: ${error.message}\n`,
-        );
-      }),
-    );
+    const answered: Promise<void> = message.ack().catch((error) => {
+      if (!(error instanceof DakgharClientError)) throw error;
+      refusedAcks++;
+      process.stderr.write(
+        `dakghar consume: ack of ${message.partition}/${message.offset} failed: ${error.code}: ${error.message}\n`,
+      );
+    }).finally(() => acks.delete(answered));
+    acks.add(answered);
   };
 
   let outcome: number | Error = 0;
@@ -129,7 +129,7 @@ export async function runQueueConsume(
   }
 
   await withinMs(
-    subscription.flush().then(() => Promise.all(acks)),
+    subscription.flush().then(() => Promise.all([...acks])),
     LEAVE_WAIT_MS,
   );
   await withinMs(subscription.close(), LEAVE_WAIT_MS);

@@ -647,8 +647,14 @@ function settleFields(batch: PendingSettlement[]): Record<string, unknown> {
 
 /** Resolves or rejects each settlement of a batch from the broker's reply. */
 function answerBatch(batch: PendingSettlement[], reply: Frame): void {
+  const refusedList = (reply.refused ?? []) as Refusal[];
+  if (refusedList.length === 0) {
+    // The usual case: no key per settlement to look up.
+    for (const entry of batch) entry.resolve();
+    return;
+  }
   const refusals = new Map<string, Refusal>();
-  for (const refused of (reply.refused ?? []) as Refusal[]) {
+  for (const refused of refusedList) {
     refusals.set(
       `${refused.partition}/${refused.offset}/${refused.attempt}`,
       refused,
