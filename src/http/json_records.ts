@@ -407,13 +407,15 @@ function toConsumerRecord(
 
   // Tags that are text go to `tags`; a tag header that is not stays a header.
   const tags: string[] = [];
-  const headers = record.headers.filter(([name, bytes]) => {
-    if (name !== TAG_HEADER || bytes === null) return true;
-    const tag = decodeUtf8(bytes);
-    if (tag === undefined) return true;
-    tags.push(tag);
-    return false;
-  });
+  const headers = !record.headers.some(([name]) => name === TAG_HEADER)
+    ? record.headers
+    : record.headers.filter(([name, bytes]) => {
+      if (name !== TAG_HEADER || bytes === null) return true;
+      const tag = decodeUtf8(bytes);
+      if (tag === undefined) return true;
+      tags.push(tag);
+      return false;
+    });
 
   const key = encodeField(record.key, encoding);
   json.key = key.text;
@@ -471,11 +473,15 @@ export function toDeliveryRecords(
   delivery: QueueDelivery,
   encoding: ReadEncoding = "utf8",
 ): DeliveryJsonRecord[] {
+  const records = toConsumerRecords(decodeBatches(delivery.bytes), encoding);
+  const { redelivered } = delivery;
   const attempts = new Map<number, number>();
-  for (let i = 0; i + 1 < delivery.redelivered.length; i += 2) {
-    attempts.set(delivery.redelivered[i], delivery.redelivered[i + 1]);
+  for (let i = 0; i + 1 < redelivered.length; i += 2) {
+    attempts.set(redelivered[i], redelivered[i + 1]);
   }
-  return toConsumerRecords(decodeBatches(delivery.bytes), encoding).map((
-    record,
-  ) => ({ ...record, attempt: attempts.get(record.offset) ?? 1 }));
+  // The records are fresh objects: the attempt is set on them in place.
+  for (const record of records as DeliveryJsonRecord[]) {
+    record.attempt = attempts.get(record.offset) ?? 1;
+  }
+  return records as DeliveryJsonRecord[];
 }

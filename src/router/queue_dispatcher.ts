@@ -6,9 +6,10 @@
  * class only decides who asks whom for the next deliveries. Per partition
  * it keeps whether the cursor may have deliverable records (a `qfetch`
  * answered `more: false` makes it not ready until the actor's `qready`)
- * and allows a few `qfetch` requests in flight (FETCHES_PER_PARTITION). Members are served round
- * robin, each fetch asking for the member's share of its prefetch, so 20
- * members on 4 partitions all get work while the backlog lasts.
+ * and allows one `qfetch` in flight (the actor answers most without
+ * waiting for a state write). Members are served round robin, each fetch
+ * asking for the member's share of its prefetch, so 20 members on 4
+ * partitions all get work while the backlog lasts.
  *
  * Prefetch is counted per member and partition, in records and bytes:
  * a delivery adds its record count and batch bytes; `qfreed` (settled or
@@ -46,12 +47,6 @@ export const defaultPrefetchBytes = 1024 * 1024;
 const PREFETCH_RECORDS_MAX = 1_000_000;
 const PREFETCH_BYTES_MAX = 1024 * 1024 * 1024;
 const RECEIVE_RECORDS_MAX = 1000;
-/**
- * `qfetch` requests in flight per partition and group. One measured best:
- * a fetch asks for the member's whole share, and the actor answers most
- * fetches without waiting for a state write (see DELIVERY_RESERVE).
- */
-const FETCHES_PER_PARTITION = 1;
 /** Pause before asking a partition again after a failed or empty fetch. */
 const RETRY_MS = 200;
 
@@ -83,7 +78,7 @@ interface Member {
 
 interface PartitionState {
   ready: boolean;
-  /** `qfetch` requests in flight, at most FETCHES_PER_PARTITION. */
+  /** `qfetch` requests in flight: 0 or 1. */
   fetching: number;
   retry: ReturnType<typeof setTimeout> | undefined;
 }
@@ -474,33 +469,28 @@ export class QueueDispatcher {
       return;
     }
     const count = clients.length;
-    // A few fetches per partition may be in flight: each waits for the
-    // cursor's state write, and fetches waiting together share one.
-    const shares = count * FETCHES_PER_PARTITION;
-    pass: for (let round = 0; round < FETCHES_PER_PARTITION; round++) {
-      for (let i = 0; i < count; i++) {
-        const partition = (this.#firstPartition + i) % count;
-        const state = this.#states[partition];
-        if (!state.ready || state.fetching > round) continue;
-        const member = this.#nextWithRoom();
-        if (member === undefined) break pass;
-        const records = Math.min(
-          member.prefetchRecords - member.records,
-          Math.max(1, Math.ceil(member.prefetchRecords / shares)),
-        );
-        const bytes = Math.max(
-          1,
-          Math.min(
-            member.prefetchBytes - member.bytes,
-            Math.ceil(member.prefetchBytes / shares),
-          ),
-        );
-        // Reserved while the fetch runs, so concurrent fetches on other
-        // partitions share what is free rather than each taking all of it.
-        member.records += records;
-        member.bytes += bytes;
-        void this.#fetch(clients[partition], member, records, bytes);
-      }
+    for (let i = 0; i < count; i++) {
+      const partition = (this.#firstPartition + i) % count;
+      const state = this.#states[partition];
+      if (!state.ready || state.fetching > 0) continue;
+      const member = this.#nextWithRoom();
+      if (member === undefined) break;
+      const records = Math.min(
+        member.prefetchRecords - member.records,
+        Math.max(1, Math.ceil(member.prefetchRecords / count)),
+      );
+      const bytes = Math.max(
+        1,
+        Math.min(
+          member.prefetchBytes - member.bytes,
+          Math.ceil(member.prefetchBytes / count),
+        ),
+      );
+      // Reserved while the fetch runs, so concurrent fetches on other
+      // partitions share what is free rather than each taking all of it.
+      member.records += records;
+      member.bytes += bytes;
+      void this.#fetch(clients[partition], member, records, bytes);
     }
     this.#firstPartition = (this.#firstPartition + 1) % count;
   }

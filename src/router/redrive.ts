@@ -12,13 +12,13 @@ import {
   DEAD_LETTER_HEADERS,
   type ProducerRecord,
   type ReadResult,
-  type RecordFilter,
   type RedriveOptions,
   type RedriveResult,
-  TAG_HEADER,
 } from "../broker.ts";
 import { DakgharError } from "../errors.ts";
 import { decodeBatches, type DecodedRecord } from "../log/record_batch.ts";
+import { forEachRecordStart } from "../log/record_pick.ts";
+import { compileFilter } from "../queue/filter.ts";
 import type { LogRange } from "./group_coordinator.ts";
 
 const DEAD_LETTER_PREFIX = "dakghar.dlq.";
@@ -73,6 +73,8 @@ export async function redrive(
     ? ranges.map(() => null)
     : await context.committed(cursorGroup, deadLetterTopic);
 
+  // The same exact filter as subscriptions, on the letters' bytes.
+  const matcher = compileFilter(options.filter ?? null);
   for (const [partition, range] of ranges.entries()) {
     const end = range.logEndOffset;
     let offset = Math.max(
@@ -85,9 +87,15 @@ export async function redrive(
         r.offset >= offset && r.offset < end
       );
       if (letters.length === 0) break;
+      const matching = new Set<number>();
+      if (matcher !== null) {
+        forEachRecordStart(read.bytes, (recordOffset, recordStart) => {
+          if (matcher(read.bytes, recordStart)) matching.add(recordOffset);
+        });
+      }
       const byTopic = new Map<string, ProducerRecord[]>();
       for (const letter of letters) {
-        if (options.filter && !matches(letter, options.filter)) {
+        if (matcher !== null && !matching.has(letter.offset)) {
           result.skipped++;
           continue;
         }
@@ -132,22 +140,11 @@ export async function redrive(
   return result;
 }
 
+const decoder = new TextDecoder();
+
 function sourceTopic(letter: DecodedRecord): string | undefined {
   const header = letter.headers.find(([name]) =>
     name === DEAD_LETTER_HEADERS.topic
   );
-  return header?.[1] == null ? undefined : new TextDecoder().decode(header[1]);
-}
-
-/** The exact filter of docs/queues.md, on a decoded letter. */
-function matches(record: DecodedRecord, filter: RecordFilter): boolean {
-  const decoder = new TextDecoder();
-  const has = (name: string, value: string) =>
-    record.headers.some(([n, v]) =>
-      n === name && v !== null && decoder.decode(v) === value
-    );
-  return (filter.tags ?? []).every((tag) => has(TAG_HEADER, tag)) &&
-    Object.entries(filter.headers ?? {}).every(([name, value]) =>
-      has(name, value)
-    );
+  return header?.[1] == null ? undefined : decoder.decode(header[1]);
 }
