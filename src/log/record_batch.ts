@@ -545,6 +545,9 @@ export function encodeRecords(
  * @param bytes whole stamped batches in offset order
  * @param fromOffset first offset wanted
  * @param maxRecords most records returned, ≥ 0
+ * @param searchFrom position of a batch at or before the one holding
+ *   `fromOffset`, where the search starts (a caller walking the batches
+ *   passes where it is, so slicing many runs stays linear)
  * @returns the batches, how many records they hold and the offset after the last one
  *   (`fromOffset` when none)
  */
@@ -552,9 +555,10 @@ export function sliceBatches(
   bytes: Uint8Array,
   fromOffset: number,
   maxRecords: number,
+  searchFrom = 0,
 ): { bytes: Uint8Array; records: number; nextOffset: number } {
   // Find the first batch holding an offset ≥ fromOffset.
-  let start = 0;
+  let start = searchFrom;
   while (
     start < bytes.length && batchLastOffset(bytes, start) < fromOffset
   ) {

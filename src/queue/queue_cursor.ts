@@ -646,11 +646,15 @@ export class QueueCursor {
         this.#bytesPerRecord = Math.max(16, chunk.length / chunkRecords);
       }
       let runStart = -1;
+      let runBatch = 0;
       let runCount = 0;
       let runBytes = 0;
       const flush = () => {
         if (runCount > 0) {
-          this.#deliverSlice(delivery, sliceBatches(chunk, runStart, runCount));
+          this.#deliverSlice(
+            delivery,
+            sliceBatches(chunk, runStart, runCount, runBatch),
+          );
         }
         runCount = 0;
         runBytes = 0;
@@ -742,7 +746,10 @@ export class QueueCursor {
             flush();
             continue;
           }
-          if (runCount === 0) runStart = offset;
+          if (runCount === 0) {
+            runStart = offset;
+            runBatch = p;
+          }
           runCount++;
           runBytes += size;
         }
