@@ -27,7 +27,7 @@ export interface QueueConsumeSettings {
 }
 
 /** Creates a queue group on `topic` reading from its earliest offset. */
-export async function createQueueGroup(
+async function createQueueGroup(
   url: string,
   group: string,
   topic: string,
@@ -47,10 +47,10 @@ export async function createQueueGroup(
 }
 
 /**
- * The acks for every record of a `deliveries` frame: triples [partition,
+ * The acks for every record of a `deliveries` frame: tuples [partition,
  * offset, count, attempt] per run of consecutive offsets with one attempt.
  */
-export function acksFor(
+function acksFor(
   partition: number,
   bytes: Uint8Array,
   redelivered: number[],

@@ -182,7 +182,7 @@ const reasonLengthMax = 4096;
  * A rejected promise (`invalid_argument`) when a verb's arguments are out
  * of the broker's range, else undefined.
  */
-export function checkSettleFields(
+function checkSettleFields(
   fields: { delayMs?: number; ms?: number; reason?: string },
 ): Promise<never> | undefined {
   const { delayMs, ms, reason } = fields;

@@ -18,7 +18,7 @@ import { sameFilter, validateFilter } from "../queue/filter.ts";
 const DAY_MS = 24 * 60 * 60 * 1000;
 
 /** Queue settings of a group created without them, but for the dead-letter topic. */
-export const defaultQueueSettings: Readonly<
+const defaultQueueSettings: Readonly<
   Omit<QueueSettings, "deadLetterTopic">
 > = Object.freeze({
   ackTimeoutMs: 30_000,
@@ -51,7 +51,7 @@ export function isQueueMode(mode: GroupMode): mode is "queue" | "key_shared" {
 }
 
 /** The default dead-letter topic of `group` reading `topic`. */
-export function defaultDeadLetterTopic(topic: string, group: string): string {
+function defaultDeadLetterTopic(topic: string, group: string): string {
   return `${topic}.${group}.dlq`;
 }
 

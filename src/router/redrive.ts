@@ -42,7 +42,7 @@ export interface RedriveContext {
 }
 
 /** The stream group keeping `group`'s redrive position. */
-export function redriveCursorGroup(group: string): string {
+function redriveCursorGroup(group: string): string {
   return `${group}.redrive`;
 }
 
