@@ -512,11 +512,7 @@ export class QueueSubscription implements AsyncIterableIterator<QueueMessage> {
         break;
       case "error": {
         const { op: _op, ...body } = frame;
-        const error = new DakgharClientError(
-          String(frame.code) as DakgharClientError["code"],
-          String(frame.message),
-          { context: body },
-        );
+        const error = errorFromBody(body);
         this.#emit({ type: "error", error });
         // The broker ended the membership (group or topic deleted).
         if (

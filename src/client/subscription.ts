@@ -18,7 +18,7 @@
  */
 import type { RecordFilter } from "../broker.ts";
 import { type ReconnectOptions, Reconnector } from "./reconnector.ts";
-import { DakgharClientError } from "./errors.ts";
+import { DakgharClientError, errorFromBody } from "./errors.ts";
 import {
   ConsumedRecord,
   type RecordPosition,
@@ -510,13 +510,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
         break;
       case "error": {
         const { op: _op, ...body } = frame;
-        this.#emitError(
-          new DakgharClientError(
-            String(frame.code) as DakgharClientError["code"],
-            String(frame.message),
-            { context: body },
-          ),
-        );
+        this.#emitError(errorFromBody(body));
         break;
       }
     }
