@@ -13,7 +13,6 @@ import { validator } from "hono/validator";
 import type {
   Broker,
   GroupCreateRequest,
-  GroupDescription,
   GroupMode,
   QueueSettings,
   RecordFilter,
@@ -109,7 +108,7 @@ export function createQueueRoutes(
 
   routes.get("/groups/:group", async (c) => {
     const name = c.req.param("group");
-    return c.json(await describeGroup(broker, name));
+    return c.json(await broker.describeGroup(name));
   });
 
   routes.post(
@@ -171,29 +170,6 @@ export function createQueueRoutes(
   });
 
   return routes;
-}
-
-/**
- * A group's description with its settings and, for a queue or key_shared
- * group, its per-partition progress, asking the broker for whichever its
- * `describeGroup` left out.
- */
-async function describeGroup(
-  broker: Broker,
-  name: string,
-): Promise<GroupDescription> {
-  const description = await broker.describeGroup(name);
-  const settings = description.settings ?? broker.groupSettings(name);
-  if (settings === undefined) return description;
-  const queued = settings.mode === "queue" || settings.mode === "key_shared";
-  return {
-    ...description,
-    mode: settings.mode,
-    settings,
-    ...(queued
-      ? { queue: description.queue ?? await broker.describeQueue(name) }
-      : {}),
-  };
 }
 
 interface ReceiveRequest {

@@ -432,6 +432,9 @@ export class FakeBroker implements Broker {
           partitions: [],
         })),
         partitions: [],
+        // As the router does: settings and per-partition progress.
+        settings: queued.settings,
+        queue: this.queues.describeQueue(name),
       });
     }
     if (!group) {
