@@ -510,6 +510,19 @@ export class GroupCoordinator {
    *
    * @throws DakgharError unknown_group
    */
+  /**
+   * The committed offsets of `group` on `topic`, by partition; empty when
+   * the group is unknown or never committed there.
+   */
+  committedOffsets(name: string, topic: string): (number | null)[] {
+    const offsets: (number | null)[] = [];
+    const committed = this.#groups.get(name)?.committed.get(topic);
+    for (const [partition, offset] of committed ?? []) {
+      offsets[partition] = offset;
+    }
+    return offsets;
+  }
+
   async describeGroup(name: string): Promise<GroupDescription> {
     const group = this.#groups.get(name);
     if (group === undefined) {

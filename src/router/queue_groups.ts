@@ -334,19 +334,8 @@ export class QueueGroups {
       group,
       deadLetterTopic,
       logRanges: (topic) => host.logRanges(topic),
-      committed: async (cursorGroup, topic) => {
-        let description: GroupDescription;
-        try {
-          description = await host.groups.describeGroup(cursorGroup);
-        } catch {
-          return [];
-        }
-        const offsets: (number | null)[] = [];
-        for (const row of description.partitions) {
-          if (row.topic === topic) offsets[row.partition] = row.committedOffset;
-        }
-        return offsets;
-      },
+      committed: (cursorGroup, topic) =>
+        Promise.resolve(host.groups.committedOffsets(cursorGroup, topic)),
       read: (topic, partition, offset) =>
         host.read(topic, partition, offset, {
           maxBytes: REDRIVE_READ_BYTES,
