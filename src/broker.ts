@@ -294,6 +294,18 @@ export const DEAD_LETTER_HEADERS = {
   firstFailedAt: "dakghar.dlq.first-failed-at",
 } as const;
 
+/** Limits every way in (HTTP, WebSocket, router) applies alike. */
+export const QUEUE_LIMITS = {
+  /** Longest delay of a delayed record, or of a nack: 90 days. */
+  delayMsMax: 90 * 86_400_000,
+  /** Longest extension of a delivery's ack deadline: 12 hours. */
+  extendMsMax: 12 * 3_600_000,
+  /** Longest error text a nack or reject carries. */
+  reasonLengthMax: 4096,
+  /** Most records one receive hands out. */
+  receiveRecordsMax: 1000,
+} as const;
+
 /** Settings of a queue or key_shared group; every field has a default. */
 export interface QueueSettings {
   /** A delivery not settled within this is redelivered (default 30,000). */

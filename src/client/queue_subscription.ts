@@ -171,6 +171,8 @@ export class QueueMessage extends ConsumedRecord {
   }
 }
 
+// The broker's QUEUE_LIMITS (src/broker.ts), repeated: the client loads in
+// browsers without the broker's modules.
 /** Longest nack delay the broker takes: 90 days. */
 const nackDelayMsMax = 90 * 86_400_000;
 /** Longest extension the broker takes: 12 hours. */

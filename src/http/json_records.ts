@@ -30,7 +30,7 @@
  * client asked, or because its bytes are not valid UTF-8.
  */
 import { Buffer } from "node:buffer";
-import { type QueueDelivery, TAG_HEADER } from "../broker.ts";
+import { QUEUE_LIMITS, type QueueDelivery, TAG_HEADER } from "../broker.ts";
 import { DakgharError } from "../errors.ts";
 import {
   type BatchRecord,
@@ -59,7 +59,7 @@ export interface ParsedRecord extends BatchRecord {
 }
 
 /** Longest a record may be held back: 90 days. */
-export const delayMsMax = 90 * 86_400_000;
+export const delayMsMax = QUEUE_LIMITS.delayMsMax;
 
 /** Request-level defaults for records that name no encoding themselves. */
 export interface EncodingDefaults {

@@ -30,6 +30,7 @@ import {
 } from "./json_records.ts";
 import { formatReceipt, parseReceipt } from "./receipt.ts";
 import { parseRecordFilter } from "./record_filter.ts";
+import { QUEUE_LIMITS } from "../broker.ts";
 
 /** Options for {@linkcode createQueueRoutes}. */
 export interface QueueRouteOptions {
@@ -44,13 +45,13 @@ export interface QueueRouteOptions {
 }
 
 /** Most records one receive returns. */
-export const receiveRecordsMax = 1000;
+export const receiveRecordsMax = QUEUE_LIMITS.receiveRecordsMax;
 /** Most receipts one settle request takes. */
 export const receiptsMax = 10_000;
 /** Longest `extend` a member may ask for: 12 hours. */
-export const extendMsMax = 12 * 3_600_000;
+export const extendMsMax = QUEUE_LIMITS.extendMsMax;
 /** Longest reason text kept with a nack or reject. */
-export const reasonLengthMax = 4096;
+export const reasonLengthMax = QUEUE_LIMITS.reasonLengthMax;
 
 /** A received record: a JSON consumer record plus where it came from. */
 export type ReceivedRecord = DeliveryJsonRecord & {

@@ -31,6 +31,7 @@ import type { Logger } from "../logger.ts";
 import { sameFilter } from "../queue/filter.ts";
 import { BadFrame } from "./bad_frame.ts";
 import { type ReadEncoding, toDeliveryRecords } from "./json_records.ts";
+import { QUEUE_LIMITS } from "../broker.ts";
 
 /** Default prefetch, as the broker's: records and bytes unsettled at once. */
 export const prefetchDefaults = { records: 1000, bytes: 1024 * 1024 };
@@ -41,11 +42,11 @@ export const prefetchBytesMax = 64 * 1024 * 1024;
 /** Most settlements one `settle` frame may carry, ack ranges counted out. */
 export const settlementsPerFrameMax = 100_000;
 /** Longest nack delay one settlement may ask for: 90 days. */
-export const settleDelayMsMax = 90 * 86_400_000;
+export const settleDelayMsMax = QUEUE_LIMITS.delayMsMax;
 /** Longest error text one nack or reject may carry, as over HTTP. */
-export const settleReasonLengthMax = 4096;
+export const settleReasonLengthMax = QUEUE_LIMITS.reasonLengthMax;
 /** Longest extension one settlement may ask for: 12 hours. */
-export const settleExtendMsMax = 12 * 3_600_000;
+export const settleExtendMsMax = QUEUE_LIMITS.extendMsMax;
 
 /** What a queue subscription needs of its WebSocket session. */
 export interface QueueSession {

@@ -41,6 +41,7 @@ import type {
 } from "./queue_state.ts";
 import { readU32 } from "../log/_bytes.ts";
 import { recordKeyStringAt } from "../log/record_pick.ts";
+import { QUEUE_LIMITS } from "../broker.ts";
 
 /** True when the record whose recordLength field is at `recordStart` passes the filter. */
 export type RecordMatcher = (bytes: Uint8Array, recordStart: number) => boolean;
@@ -89,7 +90,7 @@ export interface DeadLetterNote {
 }
 
 /** A nack delay or extension is at most this long. */
-export const EXTEND_MAX_MS = 12 * 60 * 60 * 1000;
+export const EXTEND_MAX_MS = QUEUE_LIMITS.extendMsMax;
 
 /**
  * How far past the read offset a state write marks records as delivered.

@@ -8,9 +8,10 @@
  */
 import type { ProducerRecord } from "../broker.ts";
 import { DakgharError } from "../errors.ts";
+import { QUEUE_LIMITS } from "../broker.ts";
 
 /** Furthest ahead a record may be due. */
-export const delayMaxMs = 90 * 24 * 60 * 60 * 1000;
+export const delayMaxMs = QUEUE_LIMITS.delayMsMax;
 
 /**
  * When a record is due, by the broker's clock: `deliverAt`, else `now` +

@@ -38,6 +38,7 @@ import type { PartitionMessage, QueueSettleItem } from "../envelope.ts";
 import { DakgharError, type ErrorCode } from "../errors.ts";
 import type { Logger } from "../logger.ts";
 import type { PartitionClient } from "./partition_client.ts";
+import { QUEUE_LIMITS } from "../broker.ts";
 
 /** Default of {@linkcode QueueJoinOptions.prefetchRecords}. */
 export const defaultPrefetchRecords = 1000;
@@ -46,7 +47,7 @@ export const defaultPrefetchBytes = 1024 * 1024;
 
 const PREFETCH_RECORDS_MAX = 1_000_000;
 const PREFETCH_BYTES_MAX = 1024 * 1024 * 1024;
-const RECEIVE_RECORDS_MAX = 1000;
+const RECEIVE_RECORDS_MAX = QUEUE_LIMITS.receiveRecordsMax;
 /** Pause before asking a partition again after a failed or empty fetch. */
 const RETRY_MS = 200;
 
