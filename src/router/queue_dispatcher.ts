@@ -375,17 +375,9 @@ export class QueueDispatcher {
   reset(reason?: { code: ErrorCode; message: string }): void {
     for (const state of this.#states) clearTimeout(state.retry);
     this.#states = [];
-    if (reason !== undefined) {
-      // The members' deliveries went with the partitions: drop them, and
-      // tell them, as a stream member hears its partitions are gone.
-      for (const member of [...this.#members.values()]) {
-        member.removed = true;
-        this.#members.delete(member.id);
-        this.#byNumber.delete(member.number);
-        member.handle.removed?.(reason);
-      }
-      this.#order = [];
-    }
+    // The members' deliveries went with the partitions: drop them, and
+    // tell them, as a stream member hears its partitions are gone.
+    if (reason !== undefined) this.#dropMembers(reason);
     // Fetches still running keep their reservations until they fail.
     for (const member of this.#members.values()) {
       for (const records of member.recordsOn) member.records -= records ?? 0;
@@ -403,6 +395,12 @@ export class QueueDispatcher {
   close(reason?: { code: ErrorCode; message: string }): void {
     this.#closed = true;
     for (const state of this.#states) clearTimeout(state.retry);
+    this.#dropMembers(reason);
+    this.#wake();
+  }
+
+  /** Forgets every member without releasing its deliveries; tells each `reason`, if any. */
+  #dropMembers(reason?: { code: ErrorCode; message: string }): void {
     for (const member of this.#members.values()) {
       member.removed = true;
       if (reason !== undefined) member.handle.removed?.(reason);
@@ -410,7 +408,6 @@ export class QueueDispatcher {
     this.#members.clear();
     this.#byNumber.clear();
     this.#order = [];
-    this.#wake();
   }
 
   #remove(member: Member): void {
