@@ -25,6 +25,7 @@
  * `connection_closed`: whether the broker took it is unknown.
  */
 import type { RecordFilter } from "../broker.ts";
+import { PullBuffer } from "./pull_buffer.ts";
 import { type ReconnectOptions, Reconnector } from "./reconnector.ts";
 import { DakgharClientError, errorFromBody } from "./errors.ts";
 import { ConsumedRecord, recordsFromBatches } from "./records.ts";
@@ -241,12 +242,10 @@ export class QueueSubscription implements AsyncIterableIterator<QueueMessage> {
   #sub: string | undefined;
   #memberId: string | undefined;
   #early: Frame[] = [];
-  #buffer: QueueMessage[] = [];
-  #head = 0;
+  readonly #buffer = new PullBuffer<QueueMessage>();
   #queued: PendingSettlement[] = [];
   #flushScheduled = false;
   #inFlight = new Set<Promise<void>>();
-  #wake: (() => void) | undefined;
   #failure: Error | undefined;
   #closed = false;
   readonly #reconnector: Reconnector;
@@ -289,7 +288,7 @@ export class QueueSubscription implements AsyncIterableIterator<QueueMessage> {
 
   /** Deliveries received and not yet yielded. */
   get buffered(): number {
-    return this.#buffer.length - this.#head;
+    return this.#buffer.size;
   }
 
   /** Settlements queued and not yet sent. */
@@ -305,16 +304,12 @@ export class QueueSubscription implements AsyncIterableIterator<QueueMessage> {
   async next(): Promise<IteratorResult<QueueMessage, undefined>> {
     while (true) {
       if (this.#closed) return { done: true, value: undefined };
-      if (this.#head < this.#buffer.length) {
-        const message = this.#buffer[this.#head++];
-        if (this.#head >= 1024 && this.#head * 2 >= this.#buffer.length) {
-          this.#buffer = this.#buffer.slice(this.#head);
-          this.#head = 0;
-        }
+      const message = this.#buffer.take();
+      if (message !== undefined) {
         return { done: false, value: message };
       }
       if (this.#failure) throw this.#failure;
-      await new Promise<void>((resolve) => this.#wake = resolve);
+      await this.#buffer.wait();
     }
   }
 
@@ -346,8 +341,7 @@ export class QueueSubscription implements AsyncIterableIterator<QueueMessage> {
     this.#reconnector.cancel();
     await this.flush();
     this.#closed = true;
-    this.#buffer = [];
-    this.#head = 0;
+    this.#buffer.clear();
     this.#failQueued(
       new DakgharClientError("connection_closed", "Subscription closed"),
     );
@@ -359,7 +353,7 @@ export class QueueSubscription implements AsyncIterableIterator<QueueMessage> {
         .catch(() => {});
     }
     transport?.close();
-    this.#wakeReader();
+    this.#buffer.wake();
     this.onClose();
   }
 
@@ -438,8 +432,7 @@ export class QueueSubscription implements AsyncIterableIterator<QueueMessage> {
     this.#transport = transport;
     this.#sub = undefined;
     this.#early = [];
-    this.#buffer = [];
-    this.#head = 0;
+    this.#buffer.clear();
     transport.onFrame = (frame) => {
       if (transport === this.#transport) this.#receive(frame);
     };
@@ -546,7 +539,7 @@ export class QueueSubscription implements AsyncIterableIterator<QueueMessage> {
         new QueueMessage(record, attempts.get(record.offset) ?? 1, this),
       );
     }
-    this.#wakeReader();
+    this.#buffer.wake();
   }
 
   #disconnected(error: DakgharClientError): void {
@@ -555,8 +548,7 @@ export class QueueSubscription implements AsyncIterableIterator<QueueMessage> {
     this.#early = [];
     // Deliveries not yet yielded were released by the broker: it sends them
     // again, to this member or another.
-    this.#buffer = [];
-    this.#head = 0;
+    this.#buffer.clear();
     if (this.#closed) return;
     if (this.#options.reconnect === false) {
       this.#fail(error);
@@ -573,13 +565,7 @@ export class QueueSubscription implements AsyncIterableIterator<QueueMessage> {
         ? error
         : new DakgharClientError("connection_closed", error.message),
     );
-    this.#wakeReader();
-  }
-
-  #wakeReader(): void {
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
+    this.#buffer.wake();
   }
 
   #emit(event: QueueSubscriptionEvent): void {

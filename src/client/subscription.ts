@@ -17,6 +17,7 @@
  * skipped that was not yielded before.
  */
 import type { RecordFilter } from "../broker.ts";
+import { PullBuffer } from "./pull_buffer.ts";
 import { type ReconnectOptions, Reconnector } from "./reconnector.ts";
 import { DakgharClientError, errorFromBody } from "./errors.ts";
 import {
@@ -166,8 +167,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
    * socket may deliver `subscribed`, `assigned` and records in one task.
    */
   #early: Frame[] = [];
-  #buffer: Message[] = [];
-  #head = 0;
+  readonly #buffer = new PullBuffer<Message>();
   #bufferedPeak = 0;
   /** Credit taken back from yielded or dropped records, not yet granted. */
   #free = 0;
@@ -180,7 +180,6 @@ export class Subscription implements AsyncIterableIterator<Message> {
   #owned = new Set<number>();
   /** Per owned partition, the generation records now arriving belong to. */
   #fetchGenerations = new Map<number, number>();
-  #wake: (() => void) | undefined;
   #failure: Error | undefined;
   #closed = false;
   readonly #reconnector: Reconnector;
@@ -228,7 +227,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
 
   /** Records received and not yet yielded. */
   get buffered(): number {
-    return this.#buffer.length - this.#head;
+    return this.#buffer.size;
   }
 
   /** Most records ever buffered at once; never above `bufferSize`. */
@@ -249,12 +248,8 @@ export class Subscription implements AsyncIterableIterator<Message> {
   async next(): Promise<IteratorResult<Message, undefined>> {
     while (true) {
       if (this.#closed) return { done: true, value: undefined };
-      if (this.#head < this.#buffer.length) {
-        const message = this.#buffer[this.#head++];
-        if (this.#head >= 1024 && this.#head * 2 >= this.#buffer.length) {
-          this.#buffer = this.#buffer.slice(this.#head);
-          this.#head = 0;
-        }
+      const message = this.#buffer.take();
+      if (message !== undefined) {
         this.#positions.set(message.partition, message.offset + 1);
         this.#generations.set(message.partition, message.generation);
         this.#free++;
@@ -262,7 +257,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
         return { done: false, value: message };
       }
       if (this.#failure) throw this.#failure;
-      await new Promise<void>((resolve) => this.#wake = resolve);
+      await this.#buffer.wait();
     }
   }
 
@@ -380,8 +375,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
       await this.commit().catch(() => {});
     }
     this.#closed = true;
-    this.#buffer = [];
-    this.#head = 0;
+    this.#buffer.clear();
     const transport = this.#transport;
     this.#transport = undefined;
     // Leave the group at once rather than have it wait out the session
@@ -395,7 +389,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
       );
     }
     transport?.close();
-    this.#wakeReader();
+    this.#buffer.wake();
     this.onClose();
   }
 
@@ -412,8 +406,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
     this.#owned.clear();
     this.#fetchGenerations.clear();
     this.#committed.clear();
-    this.#buffer = [];
-    this.#head = 0;
+    this.#buffer.clear();
     this.#free = 0;
     transport.onFrame = (frame) => {
       if (transport === this.#transport) this.#receive(frame);
@@ -535,7 +528,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
     }
     this.#bufferedPeak = Math.max(this.#bufferedPeak, this.buffered);
     this.#maybeGrant();
-    this.#wakeReader();
+    this.#buffer.wake();
   }
 
   #assigned(frame: Frame): void {
@@ -598,19 +591,18 @@ export class Subscription implements AsyncIterableIterator<Message> {
   }
 
   #dropBuffered(partitions: number[]): void {
-    const kept = this.#buffer.slice(this.#head).filter((message) =>
+    const kept = this.#buffer.waiting().filter((message) =>
       !partitions.includes(message.partition)
     );
     this.#free += this.buffered - kept.length;
-    this.#buffer = kept;
-    this.#head = 0;
+    this.#buffer.replace(kept);
     this.#maybeGrant();
   }
 
   #reset(frame: Frame): void {
     const partition = frame.partition as number;
     this.#skipBelow.delete(partition);
-    const pending = this.#buffer.slice(this.#head).some((message) =>
+    const pending = this.#buffer.waiting().some((message) =>
       message.partition === partition
     );
     if (!pending) this.#positions.set(partition, frame.offset as number);
@@ -644,8 +636,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
     this.#transport = undefined;
     this.#subs.clear();
     this.#early = [];
-    this.#buffer = [];
-    this.#head = 0;
+    this.#buffer.clear();
     if (this.#closed) return;
     if (this.#options.reconnect === false) {
       this.#fail(error);
@@ -658,13 +649,7 @@ export class Subscription implements AsyncIterableIterator<Message> {
   #fail(error: Error): void {
     this.#failure = error;
     clearInterval(this.#autoCommitTimer);
-    this.#wakeReader();
-  }
-
-  #wakeReader(): void {
-    const wake = this.#wake;
-    this.#wake = undefined;
-    wake?.();
+    this.#buffer.wake();
   }
 
   #emit(event: SubscriptionEvent): void {
