@@ -7,7 +7,7 @@
 import { DEAD_LETTER_HEADERS } from "../broker.ts";
 import { DakgharClient } from "../client/client.ts";
 import { DakgharClientError } from "../client/errors.ts";
-import { type ConsumedRecord, TAG_HEADER } from "../client/records.ts";
+import type { ConsumedRecord } from "../client/records.ts";
 import { toConsumerRecords } from "../http/json_records.ts";
 import {
   expectPositionals,
@@ -146,8 +146,9 @@ function formatLetter(letter: ConsumedRecord): string {
     timestamp: letter.timestamp,
     key: letter.keyBytes,
     value: letter.value,
+    // Tags come out as `tags`, as in every consumer record.
     headers: letter.headerBytes.filter(([name]) =>
-      !provenanceHeaders.has(name) && name !== TAG_HEADER
+      !provenanceHeaders.has(name)
     ),
     appendTime: letter.timestamp,
   }]);
@@ -171,6 +172,5 @@ function formatLetter(letter: ConsumedRecord): string {
     error: header(DEAD_LETTER_HEADERS.error),
     firstFailedAt: number(DEAD_LETTER_HEADERS.firstFailedAt),
     ...body,
-    ...(letter.tags.length > 0 ? { tags: letter.tags } : {}),
   });
 }
