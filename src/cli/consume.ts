@@ -117,6 +117,20 @@ export async function runConsume(args: string[]): Promise<number> {
     throw new UsageError("--partition reads without a group");
   }
   const filter = parseFilter(values.tag, values.header);
+  const asQueueMember = async (
+    group: string,
+    mode: "queue" | "key_shared",
+  ): Promise<number> =>
+    runQueueConsume({
+      connection,
+      topic,
+      group,
+      mode,
+      max,
+      format,
+      filter,
+      WebSocket: await webSocketClass(),
+    });
   const mode = (values.mode as string | undefined) ??
     (values.queue ? "queue" : undefined);
   if (mode !== undefined && mode !== "stream") {
@@ -133,16 +147,7 @@ export async function runConsume(args: string[]): Promise<number> {
     }
     if (noFollow) throw new UsageError("A queue member takes no --no-follow");
     if (max === 0) return 0;
-    return runQueueConsume({
-      connection,
-      topic,
-      group,
-      mode,
-      max,
-      format,
-      filter,
-      WebSocket: await webSocketClass(),
-    });
+    return asQueueMember(group, mode);
   }
   if (max === 0) return 0;
 
@@ -221,16 +226,7 @@ export async function runConsume(args: string[]): Promise<number> {
       group === undefined || values.from !== undefined || noFollow ||
       (groupMode !== "queue" && groupMode !== "key_shared")
     ) throw error;
-    return runQueueConsume({
-      connection,
-      topic,
-      group,
-      mode: groupMode,
-      max,
-      format,
-      filter,
-      WebSocket: await webSocketClass(),
-    });
+    return asQueueMember(group, groupMode);
   }
   // `assigned` may have come with the subscription's confirmation.
   if (noFollow && caughtUp()) stop(0);
